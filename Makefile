@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` (the main job) and `make test`. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO := demo-out
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export WANDB_MODE := offline
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU build on disk; a bare `torch` would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/privtune base-model --out $(DEMO)/base-model --text data/tickets.jsonl --text data/seeds.jsonl
+	$(BIN)/privtune prep --data data/tickets.jsonl --model $(DEMO)/base-model --workspace $(DEMO)/runs
+	$(BIN)/privtune runs --workspace $(DEMO)/runs
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(DEMO) bench-out privtune-runs

@@ -1,0 +1,176 @@
+"""The `privtune` command: parse arguments, call a stage's plain function, print the result.
+
+No logic lives here, and nothing heavy is imported at module level: `privtune --help` must be
+instant, so torch/transformers/datasets are imported inside the stages that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from privtune.errors import PrivtuneError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune a model you own on data that never leaves your machines.")
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Artifact directory [default: $PRIVTUNE_HOME or ./privtune-runs]")
+SetOpt = typer.Option([], "--set", help="Override a config key: --set key=value (repeatable)")
+ForceOpt = typer.Option(False, "--force", help="Recompute even if an identical artifact exists")
+
+
+def _private_defaults() -> None:
+    """No telemetry, no hub pushes: set before any Hugging Face library is imported."""
+    for key, value in {"HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline",
+                       "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():
+        os.environ.setdefault(key, value)
+
+
+def handles_errors(command: Callable) -> Callable:
+    """Show PrivtuneError as one clear message and exit 2; never a traceback for bad input."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from privtune.ui import console
+
+        try:
+            return command(*args, **kwargs)
+        except PrivtuneError as exc:
+            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: nothing finished was overwritten; re-run to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _workspace(path: Optional[Path]):
+    from privtune.artifacts import Workspace
+
+    return Workspace(path)
+
+
+def _parse_map(text: str) -> dict[str, str]:
+    mapping = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        target, sep, column = pair.partition("=")
+        if not sep or not target or not column:
+            raise PrivtuneError(f"expected schema_field=column, got '{pair}'", field="--map")
+        mapping[target.strip()] = column.strip()
+    return mapping
+
+
+@app.command()
+@handles_errors
+def prep(
+    data: List[Path] = typer.Option(..., "--data", "-d", help="Records file (JSONL, JSON, CSV, Parquet); repeatable"),
+    model: str = typer.Option(..., "--model", "-m", help="Model whose tokenizer and chat template to use"),
+    format: str = typer.Option("auto", "--format", help="auto, openai, sharegpt, alpaca, dolly, prompt_completion"),
+    map: str = typer.Option("", "--map", help="Field mapping, e.g. instruction=question,output=answer"),
+    template: str = typer.Option("model", "--template", help="model, chatml, alpaca, or a .jinja file"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad records; keep them in rejected.jsonl"),
+    overrides: List[str] = SetOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Turn your own records into a training-ready dataset artifact."""
+    _private_defaults()
+    from privtune.config import build_config, apply_overrides
+    from privtune.data import prep as stage
+    from privtune.ui import console
+
+    settings = {"format": format, "map": _parse_map(map), "template": template, "skip_bad": skip_bad}
+    config = build_config(stage.PrepConfig, apply_overrides(settings, overrides, {}), source="command line")
+    artifact, found = stage.run(data, model, config, _workspace(workspace), force=force)
+    if found:
+        console.print(f"found an identical dataset, not recomputed (--force to redo): {artifact.path}")
+    else:
+        _print_table("prep", stage.summary_rows(artifact))
+        formats = ", ".join(f"{Path(k).name}: {v}" for k, v in artifact.manifest["formats"].items())
+        console.print(f"format: {formats}")
+    typer.echo(f"dataset {artifact.id} -> {artifact.path}")
+
+
+@app.command("base-model")
+@handles_errors
+def base_model(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the model to"),
+    text: List[Path] = typer.Option(..., "--text", help="Local text to train the tokenizer on; repeatable"),
+    architecture: str = typer.Option("llama", "--architecture", help="llama, qwen2 or t5"),
+    overrides: List[str] = SetOpt,
+):
+    """Build a small random-init base model offline (for demos and tests; no hub needed)."""
+    _private_defaults()
+    from privtune.config import apply_overrides, build_config
+    from privtune.models.tiny import TinyModelConfig, build_tiny_model
+
+    config = build_config(TinyModelConfig, apply_overrides({"architecture": architecture}, overrides, {}),
+                          source="command line")
+    path = build_tiny_model(out, text, config)
+    typer.echo(f"base model -> {path}")
+
+
+@app.command()
+@handles_errors
+def runs(workspace: Optional[Path] = WorkspaceOpt):
+    """List artifacts, newest first, with their lineage."""
+    from rich.table import Table
+
+    from privtune.ui import console
+
+    artifacts = _workspace(workspace).artifacts()
+    if not artifacts:
+        console.print("no artifacts yet")
+        return
+    table = Table("id", "kind", "created", "parents", "summary")
+    for artifact in artifacts:
+        m = artifact.manifest
+        summary = ", ".join(f"{k}={v}" for k, v in list(_headline(m).items())[:3])
+        table.add_row(artifact.id, artifact.kind, m.get("created", ""), " ".join(m.get("parents", [])), summary)
+    console.print(table)
+
+
+def _headline(manifest: dict) -> dict:
+    metrics = manifest.get("metrics", {})
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+@app.command()
+@handles_errors
+def show(ref: str = typer.Argument(..., help="Artifact id, id prefix, or path"),
+         workspace: Optional[Path] = WorkspaceOpt):
+    """Show an artifact's manifest and files."""
+    artifact = _workspace(workspace).resolve(ref)
+    if artifact is None:
+        raise PrivtuneError(f"no artifact '{ref}'", hint="privtune runs lists them")
+    typer.echo(json.dumps(artifact.manifest, indent=2))
+    typer.echo("files:")
+    for path in sorted(artifact.path.rglob("*")):
+        if path.is_file():
+            typer.echo(f"  {path.relative_to(artifact.path)}  ({path.stat().st_size} bytes)")
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.table import Table
+
+    from privtune.ui import console
+
+    table = Table(title=title, show_header=False)
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Recipes: plain YAML files loaded into typed, validated dataclasses.
+
+Every stage keeps its own config dataclass next to its code. This module only knows how to turn a
+YAML mapping (plus `--set key=value` overrides) into such a dataclass, and how to say precisely
+where a bad value is: file, line, dotted key, and what was expected. Unknown keys are errors,
+never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from privtune.errors import PrivtuneError
+
+T = TypeVar("T")
+RECIPE_DIRS = (Path("recipes"), Path(__file__).resolve().parents[2] / "recipes")
+
+
+class ConfigValueError(ValueError):
+    """Raised by a config's `__post_init__`: `key` is the field at fault."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """The mapping in a YAML file and the line of each dotted key."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise PrivtuneError(f"cannot read recipe: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise PrivtuneError("recipe is not valid UTF-8", source=str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise PrivtuneError(f"invalid YAML: {getattr(exc, 'problem', exc)}", source=str(path),
+                            line=mark.line + 1 if mark else None) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PrivtuneError("a recipe must be a mapping of key: value", source=str(path), line=1)
+    return data, _key_lines(node) if node is not None else {}
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe by path, or by name in ./recipes or the project's recipes/ directory."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for folder in RECIPE_DIRS:
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for folder in RECIPE_DIRS if folder.is_dir() for p in folder.glob("*.yaml")})
+    raise PrivtuneError(f"no recipe named '{name_or_path}'", field="--recipe",
+                        hint=f"use a path to a YAML file or one of: {', '.join(known) or '(none found)'}")
+
+
+def apply_overrides(data: dict, overrides: list[str], lines: dict[str, int]) -> dict:
+    """Apply `key=value` overrides (dotted keys for nested sections); values parse as YAML."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise PrivtuneError(f"expected key=value, got '{item}'", field="--set")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise PrivtuneError(f"'{part}' is not a section", field=key)
+        target[parts[-1]] = value
+        lines[key.strip()] = 0  # line 0 marks "from --set"
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigValueError as exc:
+                errors.append(_type_name(option))
+        raise ConfigValueError(key, f"expected {' or '.join(errors)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigValueError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item_type,) = get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigValueError(key, f"expected a list, got {value!r}")
+        return [_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigValueError(key, f"expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigValueError(key, f"expected a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigValueError(key, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type[T], data: dict, prefix: str = "") -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigValueError(prefix + str(key), f"unknown key; expected one of: {', '.join(fields)}")
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as exc:
+        raise ConfigValueError(prefix + exc.key, exc.message) from None
+
+
+def build_config(cls: type[T], data: dict, *, source: str, lines: dict[str, int] | None = None) -> T:
+    """Build and validate `cls` from a mapping; errors name the source, line and dotted key."""
+    lines = lines or {}
+    try:
+        return _build(cls, data)
+    except ConfigValueError as exc:
+        line = lines.get(exc.key) or lines.get(exc.key.split("[")[0])
+        origin = "--set" if line == 0 else source
+        raise PrivtuneError(exc.message, source=origin, line=line or None, field=exc.key) from None
+
+
+def load_recipe(cls: type[T], recipe: str, overrides: list[str] | None = None) -> tuple[T, Path]:
+    """Load a recipe by name or path into `cls`, applying `--set` overrides."""
+    path = find_recipe(recipe)
+    data, lines = read_yaml(path)
+    data = apply_overrides(data, list(overrides or []), lines)
+    return build_config(cls, data, source=str(path), lines=lines), path
+
+
+def config_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)

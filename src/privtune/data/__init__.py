@@ -1,0 +1,1 @@
+"""Data: readers for the formats practitioners already have, one schema, and the prep stage."""

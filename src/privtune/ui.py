@@ -1,0 +1,22 @@
+"""Console output shared by stages: progress bars and tables on stderr, results on stdout."""
+
+from __future__ import annotations
+
+from typing import Iterable, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+console = Console(stderr=True, highlight=False)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
+    with progress_bar() as bar:
+        yield from bar.track(items, total=total, description=description)

@@ -1,0 +1,58 @@
+"""Shared fixtures: the tiny offline base model is built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMATS = Path(__file__).parent / "data" / "formats"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Two busy cores: one torch thread is much faster than oversubscribing them (STACK.md)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from privtune.models.tiny import TinyModelConfig, build_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-llama"
+    text = [ROOT / "data" / "tickets.jsonl", ROOT / "data" / "seeds.jsonl", *sorted(FORMATS.glob("*.json*"))]
+    return build_tiny_model(out, text, TinyModelConfig())
+
+
+@pytest.fixture()
+def workspace(tmp_path):
+    from privtune.artifacts import Workspace
+
+    return Workspace(tmp_path / "runs")
+
+
+@pytest.fixture()
+def cli():
+    """Run the typer app in-process; returns (exit_code, combined output)."""
+    from typer.testing import CliRunner
+
+    from privtune.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        result = runner.invoke(app, [str(a) for a in args])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.output
+
+    return invoke

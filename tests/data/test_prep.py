@@ -37,7 +37,7 @@ def test_mask_covers_assistant_replies_and_the_end_of_turn_token(tiny_model, wor
     rows = pq.read_table(artifact.path / "tokenized" / "train.parquet").to_pylist()
     trained = {tokenizer.decode([t for t, m in zip(r["input_ids"], r["assistant_masks"]) if m]) for r in rows}
     # weight 0 on the first reply of the second conversation: only the last reply is trained
-    assert trained == {"It ships today.<|im_end|>\n", "Refund started.<|im_end|>\n"}
+    assert trained == {"It ships today.<|im_end|>", "Refund started.<|im_end|>"}
 
 
 def test_split_is_deterministic_and_seeded(tiny_model, workspace, tmp_path):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,7 +17,7 @@ from privtune.data.formats import FORMATS, BadRecord, apply_mapping, detect_form
 from privtune.data.render import choose_template, render_with_spans, tokenize_with_masks, tokenizer_fingerprint
 from privtune.errors import PrivtuneError
 from privtune.models.loading import load_tokenizer, resolve_model
-from privtune.ui import console, track
+from privtune.ui import track
 
 SPLITS = ("train", "validation", "test")
 
@@ -69,9 +72,10 @@ def load_examples(files: list[Path], config: PrepConfig) -> tuple[list[dict], li
     return examples, rejected, formats
 
 
-def _content_key(example: dict) -> str:
-    turns = [(m["role"], m["content"], m["train"]) for m in example["messages"]]
-    return hashlib.sha1(json.dumps(turns, ensure_ascii=False).encode()).hexdigest()
+def content_key(example: dict) -> str:
+    """Identity of a conversation (roles, texts, train flags), for dedup and the split."""
+    parts = [f"{m['role']}\x1f{int(m['train'])}\x1f{m['content']}" for m in example["messages"]]
+    return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
 
 
 def split_of(key: str, seed: int, validation_fraction: float, test_fraction: float) -> str:
@@ -92,27 +96,67 @@ def _percentiles(lengths: list[int]) -> dict[str, int]:
     return {"min": ordered[0], "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": ordered[-1]}
 
 
-def tokenize_examples(examples: list[dict], tokenizer, template: str, config: PrepConfig) -> tuple[list, dict]:
-    """Render, tokenize and length-filter; returns kept rows and counts of what was dropped or cut."""
-    texts, spans = [], []
-    for example in track(examples, "rendering"):
-        text, example_spans = render_with_spans(tokenizer, template, example["messages"])
-        texts.append(text)
-        spans.append(example_spans)
-    input_ids, masks = tokenize_with_masks(tokenizer, texts, spans)
-    rows, counts = [], {"overlength_dropped": 0, "truncated": 0}
-    for example, ids, mask in zip(examples, input_ids, masks):
-        if len(ids) > config.max_length:
+_WORKER_STATE: tuple = ()
+CHUNK = 2048
+
+
+@dataclass
+class Encoded:
+    """Token ids and trained-token masks of many examples, as flat arrays plus offsets."""
+
+    ids: "np.ndarray"
+    mask: "np.ndarray"
+    offsets: "np.ndarray"  # example n is ids[offsets[n]:offsets[n + 1]]
+
+    def length(self, n: int) -> int:
+        return int(self.offsets[n + 1] - self.offsets[n])
+
+
+def _encode_chunk(conversations: list[list[dict]]):
+    tokenizer, template = _WORKER_STATE
+    texts, spans = render_with_spans(tokenizer, template, conversations)
+    return tokenize_with_masks(tokenizer, texts, spans)
+
+
+def encode_conversations(conversations: list[list[dict]], tokenizer, template: str,
+                         workers: int | None = None) -> Encoded:
+    """Render and tokenize in chunks, across processes when there is enough work to pay for them."""
+    import numpy as np
+
+    global _WORKER_STATE
+    _WORKER_STATE = (tokenizer, template)
+    chunks = [conversations[i: i + CHUNK] for i in range(0, len(conversations), CHUNK)]
+    if workers is None:
+        workers = min(len(chunks), os.cpu_count() or 1, 4) if len(conversations) >= 4 * CHUNK else 1
+    if workers > 1:
+        context = multiprocessing.get_context("fork")  # the tokenizer is inherited, not pickled
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = list(track(pool.map(_encode_chunk, chunks), "tokenizing", total=len(chunks)))
+    else:
+        results = [_encode_chunk(chunk) for chunk in track(chunks, "tokenizing")]
+    if not results:
+        return Encoded(np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(1, np.int64))
+    lengths = np.concatenate([r[2] for r in results])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return Encoded(np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), offsets)
+
+
+def select_examples(encoded: Encoded, config: PrepConfig) -> tuple[list[tuple[int, int, int]], dict]:
+    """Apply max_length: (example index, start, end) of each kept example, and what was dropped or cut."""
+    kept, counts = [], {"overlength_dropped": 0, "truncated": 0, "nothing_to_train": 0}
+    for n in range(len(encoded.offsets) - 1):
+        start, end = int(encoded.offsets[n]), int(encoded.offsets[n + 1])
+        if end - start > config.max_length:
             if config.overlength == "drop":
                 counts["overlength_dropped"] += 1
                 continue
             counts["truncated"] += 1
-            ids, mask = ids[: config.max_length], mask[: config.max_length]
-        if not any(mask):
-            counts["overlength_dropped"] += 1
+            end = start + config.max_length
+        if not encoded.mask[start:end].any():
+            counts["nothing_to_train"] += 1
             continue
-        rows.append((example, ids, mask))
-    return rows, counts
+        kept.append((n, start, end))
+    return kept, counts
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -141,37 +185,38 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
         return existing, True
 
     examples, rejected, formats = load_examples(files, config)
+    keys = [content_key(example) for example in examples]
     read_count = len(examples)
     if config.dedup:
-        unique = {}
-        for example in examples:
-            unique.setdefault(_content_key(example), example)
-        examples = list(unique.values())
-    duplicates = read_count - len(examples)
-    rows, counts = tokenize_examples(examples, tokenizer, template, config)
-    if not rows:
+        first_of = {}
+        for index, key in enumerate(keys):
+            first_of.setdefault(key, index)
+        examples, keys = [examples[i] for i in first_of.values()], list(first_of)
+    encoded = encode_conversations([e["messages"] for e in examples], tokenizer, template)
+    kept, counts = select_examples(encoded, config)
+    if not kept:
         raise PrivtuneError("no usable examples left after filtering", source=str(files[0]),
                             hint=f"max_length is {config.max_length}; raise it or use --set overlength=truncate")
-
-    staging = workspace.stage("dataset", artifact_id)
-    by_split = {name: [] for name in SPLITS}
-    for example, ids, mask in rows:
-        key = _content_key(example)
-        by_split[split_of(key, config.seed, config.validation_fraction, config.test_fraction)].append(
-            (example, ids, mask))
+    by_split: dict[str, list] = {name: [] for name in SPLITS}
+    for item in kept:
+        split = split_of(keys[item[0]], config.seed, config.validation_fraction, config.test_fraction)
+        by_split[split].append(item)
     if not by_split["train"]:
         raise PrivtuneError("the train split is empty; add records or lower the validation/test fractions")
-    write_tokenized(staging.path, by_split)
-    for name, split_rows in by_split.items():
-        _write_jsonl(staging.path / f"{name}.jsonl", [example for example, _, _ in split_rows])
+
+    staging = workspace.stage("dataset", artifact_id)
+    write_tokenized(staging.path, by_split, encoded)
+    for name, items in by_split.items():
+        _write_jsonl(staging.path / f"{name}.jsonl", [examples[n] for n, _, _ in items])
     if rejected:
         _write_jsonl(staging.path / "rejected.jsonl", rejected)
     write_atomic(staging.path / "chat_template.jinja", template)
-    lengths = [len(ids) for _, ids, _ in rows]
+    lengths = [end - start for _, start, end in kept]
     stats = {
-        "records_read": read_count + len(rejected), "rejected": len(rejected), "duplicates": duplicates,
-        **counts, "examples": len(rows), "splits": {k: len(v) for k, v in by_split.items()},
-        "tokens": sum(lengths), "trained_tokens": sum(sum(m) for _, _, m in rows),
+        "records_read": read_count + len(rejected), "rejected": len(rejected),
+        "duplicates": read_count - len(examples), **counts, "examples": len(kept),
+        "splits": {k: len(v) for k, v in by_split.items()}, "tokens": int(sum(lengths)),
+        "trained_tokens": int(sum(int(encoded.mask[start:end].sum()) for _, start, end in kept)),
         "length_percentiles": _percentiles(lengths),
     }
     manifest = {
@@ -182,17 +227,23 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     return staging.finish(manifest), False
 
 
-def write_tokenized(folder: Path, by_split: dict[str, list]) -> None:
-    """One Parquet file per split with `input_ids` and `assistant_masks`, as TRL reads them."""
+def write_tokenized(folder: Path, by_split: dict[str, list], encoded: Encoded) -> None:
+    """One Parquet file per split with `input_ids` and `assistant_masks`, the columns TRL reads."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     (folder / "tokenized").mkdir(exist_ok=True)
-    for name, split_rows in by_split.items():
-        table = pa.table({"input_ids": [ids for _, ids, _ in split_rows],
-                          "assistant_masks": [mask for _, _, mask in split_rows]},
-                         schema=pa.schema([("input_ids", pa.list_(pa.int32())),
-                                           ("assistant_masks", pa.list_(pa.int8()))]))
+    for name, items in by_split.items():
+        starts = np.array([start for _, start, _ in items], dtype=np.int64)
+        lengths = np.array([end - start for _, start, end in items], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        index = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
+        offsets = pa.array(np.concatenate([[0], ends]), pa.int32())
+        table = pa.table({
+            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(encoded.ids[index], pa.int32())),
+            "assistant_masks": pa.ListArray.from_arrays(offsets, pa.array(encoded.mask[index], pa.int8())),
+        })
         pq.write_table(table, folder / "tokenized" / f"{name}.parquet")
 
 

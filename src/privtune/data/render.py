@@ -2,13 +2,14 @@
 
 The mask is found from the rendered text, not from template markers, so it works with any chat
 template: the span of an assistant turn runs from the end of the prompt rendered with
-`add_generation_prompt=True` to the end of the conversation rendered through that turn. That span
-includes the end-of-turn token, so the model learns to stop.
+`add_generation_prompt=True` to the end of the conversation rendered through that turn (less
+trailing whitespace). That span includes the end-of-turn token, so the model learns to stop.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from importlib import resources
 from pathlib import Path
 
@@ -44,37 +45,70 @@ def tokenizer_fingerprint(tokenizer, template: str | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+def _render(tokenizer, template: str, conversations: list[list[dict]], add_generation_prompt: bool) -> list[str]:
+    if not conversations:
+        return []
+    return tokenizer.apply_chat_template(conversations, chat_template=template, tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
 
 
-def render_with_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of the assistant turns marked `train`."""
-    text = _render(tokenizer, template, messages, False)
-    spans = []
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant" or not message.get("train", True):
-            continue
-        prompt = _render(tokenizer, template, messages[:index], True) if index else ""
-        through = text if index == len(messages) - 1 else _render(tokenizer, template, messages[: index + 1], False)
+def render_with_spans(tokenizer, template: str, conversations: list[list[dict]]) -> tuple[list[str], list[list]]:
+    """Rendered conversations and, for each, the character spans of assistant turns marked `train`.
+
+    Renders in batches (one template call for all conversations, one per prefix depth) because the
+    per-call overhead of `apply_chat_template` dominates for short examples.
+    """
+    texts = _render(tokenizer, template, conversations, False)
+    wanted = [(n, i) for n, messages in enumerate(conversations) for i, m in enumerate(messages)
+              if m["role"] == "assistant" and m.get("train", True)]
+    prompts = _render(tokenizer, template, [conversations[n][:i] for n, i in wanted], True)
+    partial = [(n, i) for n, i in wanted if i != len(conversations[n]) - 1]
+    throughs = dict(zip(partial, _render(tokenizer, template, [conversations[n][: i + 1] for n, i in partial], False)))
+    spans: list[list[tuple[int, int]]] = [[] for _ in conversations]
+    for (n, i), prompt in zip(wanted, prompts):
+        text = texts[n]
+        through = throughs.get((n, i), text)
+        if i == 0:
+            prompt = ""
         if not text.startswith(prompt) or not text.startswith(through):
             raise PrivtuneError("the chat template does not render conversations prefix by prefix, so the "
                                 "trained span cannot be found", field="template",
                                 hint="pass --template chatml or a template without history rewriting")
-        spans.append((len(prompt), len(through)))
-    return text, spans
+        spans[n].append((len(prompt), len(through.rstrip())))  # the turn's trailing newline is layout
+    return texts, spans
 
 
-def tokenize_with_masks(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[list, list]:
-    """Batch-tokenize rendered texts; a token is trained if it overlaps a trained span."""
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    all_masks = []
-    for offsets, example_spans in zip(encoded["offset_mapping"], spans):
-        mask = [0] * len(offsets)
+def tokenize_with_masks(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]]):
+    """Batch-tokenize rendered texts; a token is trained if it overlaps a trained span.
+
+    Returns flat numpy arrays (token ids, 0/1 mask) and the length of each text in tokens: flat
+    buffers are cheap to move between processes and straight into Arrow. The Rust tokenizer is
+    called directly and span edges map to tokens with `char_to_token`, so the mask costs a few
+    calls per turn rather than a loop over every token.
+    """
+    import numpy as np
+
+    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32,
+                      count=int(lengths.sum()))
+    mask = np.zeros(len(ids), dtype=np.int8)
+    offset = 0
+    for encoding, text, example_spans, length in zip(encodings, texts, spans, lengths):
         for start, end in example_spans:
-            for position, (token_start, token_end) in enumerate(offsets):
-                if token_end > start and token_start < end:
-                    mask[position] = 1
-        all_masks.append(mask)
-    return encoded["input_ids"], all_masks
+            first = _token_at(encoding, start, len(text), +1)
+            last = _token_at(encoding, end - 1, len(text), -1)
+            if first is not None and last is not None and last >= first:
+                mask[offset + first: offset + last + 1] = 1
+        offset += int(length)
+    return ids, mask, lengths
+
+
+def _token_at(encoding, char: int, length: int, step: int) -> int | None:
+    """The token holding character `char`, stepping over characters that map to none."""
+    while 0 <= char < length:
+        token = encoding.char_to_token(char)
+        if token is not None:
+            return token
+        char += step
+    return None

@@ -1,0 +1,57 @@
+"""`make bench`: run every benchmark, print one table, write benchmarks/results.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from common import OUT, Row  # noqa: E402
+
+MODULES = ["bench_foundation"]
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, torch {torch.__version__}, torch threads {torch.get_num_threads()}")
+
+
+def render(rows: list[Row]) -> str:
+    lines = ["| benchmark | privtune | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r.ratio:.1f}x" if r.ratio is not None else "-"
+        met = {True: "yes", False: "NO", None: "-"}[r.met]
+        lines.append(f"| {r.benchmark} | {r.privtune} | {r.baseline} | {ratio} | {r.target} | {met} |")
+    notes = [f"- {r.benchmark}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a busy 2-core box: one thread each (STACK.md); GPU scripts set their own
+    only = sys.argv[1:]
+    OUT.mkdir(exist_ok=True)
+    rows: list[Row] = []
+    for name in MODULES:
+        if only and name not in only:
+            continue
+        module = __import__(name)
+        rows += module.rows()
+    table = render(rows)
+    print(table)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    text = f"# privtune benchmarks\n\nRun {stamp} on {machine()}.\n\n{table}\n"
+    (Path(__file__).parent / "results.md").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Train: supervised fine-tuning through TRL, PEFT and bitsandbytes."""

@@ -1,0 +1,92 @@
+"""The training recipe: every field typed, documented and checked where it is defined."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from privtune.config import ConfigValueError
+
+METHODS = ("full", "lora", "qlora", "prompt-tuning")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    """Rank of the low-rank update."""
+    alpha: int = 32
+    """Scaling: the update is multiplied by alpha / r."""
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt; `all-linear` adapts every linear layer but the output head."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ConfigValueError("r", f"must be at least 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigValueError("dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class PromptTuningSettings:
+    num_virtual_tokens: int = 16
+    """Soft-prompt length in tokens."""
+
+    def __post_init__(self):
+        if self.num_virtual_tokens < 1:
+            raise ConfigValueError("num_virtual_tokens", "must be at least 1")
+
+
+@dataclass
+class TrainConfig:
+    method: Literal["full", "lora", "qlora", "prompt-tuning"] = "lora"
+    """full: all weights; lora: adapters; qlora: 4-bit NF4 base + adapters; prompt-tuning: soft prompt."""
+    epochs: float = 3.0
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    """Examples per device per step (with packing: packed sequences of max_length)."""
+    gradient_accumulation: int = 1
+    max_length: int = 1024
+    packing: bool = True
+    """Pack examples into max_length sequences (padding-free, position ids reset per example)."""
+    loss: Literal["assistant", "all"] = "assistant"
+    """Which tokens are learned: assistant replies only, or the whole sequence."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    """Trade compute for memory on big models."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on GPUs that have it, else fp16 on GPU, fp32 on CPU."""
+    seed: int = 42
+    logging_steps: int = 5
+    eval_steps: int = 50
+    """Evaluate on the validation split every this many steps (0: only at the end)."""
+    save_steps: int = 50
+    """Checkpoint every this many steps, for --resume."""
+    save_total_limit: int = 2
+    """Checkpoints kept."""
+    threads: int = 0
+    """CPU threads for torch (0: one per physical core, capped at 4)."""
+    report_to: Literal["none", "wandb", "tensorboard", "trackio"] = "none"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    prompt_tuning: PromptTuningSettings = field(default_factory=PromptTuningSettings)
+
+    def __post_init__(self):
+        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
+                    "gradient_accumulation": self.gradient_accumulation, "max_length": self.max_length,
+                    "epochs": self.epochs, "logging_steps": self.logging_steps, "save_steps": self.save_steps}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigValueError(key, f"must be positive, got {value}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigValueError("max_steps", f"must be -1 (all epochs) or positive, got {self.max_steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigValueError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.save_total_limit < 1:
+            raise ConfigValueError("save_total_limit", "must be at least 1 (resume needs a checkpoint)")
+        if self.threads < 0:
+            raise ConfigValueError("threads", "must be 0 (auto) or positive")

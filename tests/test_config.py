@@ -1,0 +1,70 @@
+"""Recipes load into typed configs; every mistake names the file, line and key."""
+
+from pathlib import Path
+
+import pytest
+
+from privtune.config import RECIPE_DIRS, build_config, load_recipe
+from privtune.errors import PrivtuneError
+from privtune.train.config import TrainConfig
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_recipes_ship():
+    assert {p.stem for p in SHIPPED} >= {"full", "lora", "qlora", "prompt-tuning"}
+
+
+@pytest.mark.parametrize("recipe", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_recipe_parses(recipe):
+    config, path = load_recipe(TrainConfig, str(recipe))
+    assert config.method == recipe.stem and path == recipe
+
+
+def test_recipe_by_name_and_override():
+    config, _ = load_recipe(TrainConfig, "lora", ["lora.r=4", "learning_rate=1e-3", "lora.target_modules=q_proj,v_proj"])
+    assert config.lora.r == 4 and config.learning_rate == 0.001
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, line, key, words", [
+    ("method: lora\nlearning_rat: 1.0e-4\n", 2, "learning_rat", "unknown key"),
+    ("method: lora\nlora:\n  rank: 4\n", 3, "lora.rank", "unknown key"),
+    ("method: lora\nbatch_size: eight\n", 2, "batch_size", "expected int"),
+    ("method: lora\nlearning_rate: -0.001\n", 2, "learning_rate", "must be positive"),
+    ("method: sparse\n", 1, "method", "expected one of"),
+    ("method: lora\npacking: 3\n", 2, "packing", "expected bool"),
+    ("method: lora\nlora:\n  r: 0\n", 3, "lora.r", "at least 1"),
+])
+def test_bad_recipe_names_file_line_and_key(tmp_path, text, line, key, words):
+    path = write(tmp_path, text)
+    with pytest.raises(PrivtuneError) as info:
+        load_recipe(TrainConfig, path)
+    message = str(info.value)
+    assert f"{path}:{line}" in message and f"field '{key}'" in message and words in message
+
+
+def test_bad_override_names_the_flag(tmp_path):
+    with pytest.raises(PrivtuneError) as info:
+        load_recipe(TrainConfig, "lora", ["epochs=-1"])
+    assert "--set" in str(info.value) and "epochs" in str(info.value)
+
+
+def test_invalid_yaml_and_unknown_recipe(tmp_path):
+    with pytest.raises(PrivtuneError) as info:
+        load_recipe(TrainConfig, write(tmp_path, "method: lora\n  bad: [\n"))
+    assert "invalid YAML" in str(info.value)
+    with pytest.raises(PrivtuneError) as info:
+        load_recipe(TrainConfig, "no-such-recipe")
+    assert "lora" in str(info.value)  # lists the known recipes
+
+
+def test_build_config_rejects_silent_defaults():
+    with pytest.raises(PrivtuneError):
+        build_config(TrainConfig, {"epoch": 3}, source="x")

@@ -56,3 +56,28 @@ def cli():
         return result.exit_code, result.output
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def tickets_dataset(tiny_model, tmp_path_factory):
+    """240 demo tickets prepped for the tiny model, once per session: a task it can visibly learn."""
+    from privtune.artifacts import Workspace
+    from privtune.data import prep
+
+    records = tmp_path_factory.mktemp("records") / "tickets.jsonl"
+    lines = (ROOT / "data" / "tickets.jsonl").read_text().splitlines()[:240]
+    records.write_text("\n".join(lines) + "\n")
+    artifact, _ = prep.run([records], str(tiny_model), prep.PrepConfig(max_length=128),
+                           Workspace(tmp_path_factory.mktemp("session-runs")))
+    return artifact
+
+
+def train_config(method: str = "lora", **overrides):
+    """A recipe shrunk for tests: few steps, short sequences, no checkpoints unless asked."""
+    from privtune.config import load_recipe
+    from privtune.train.config import TrainConfig
+
+    settings = {"max_length": 128, "logging_steps": 5, "eval_steps": 0, "save_steps": 1000, "batch_size": 8,
+                "threads": 1, **overrides}
+    config, _ = load_recipe(TrainConfig, method, [f"{k}={v}" for k, v in settings.items()])
+    return config

@@ -6,7 +6,7 @@ import pytest
 
 from privtune.config import RECIPE_DIRS, build_config, load_recipe
 from privtune.errors import PrivtuneError
-from privtune.train.config import TrainConfig
+from privtune.train.config import METHODS, TrainConfig
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -18,7 +18,7 @@ def test_recipes_ship():
 @pytest.mark.parametrize("recipe", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_recipe_parses(recipe):
     config, path = load_recipe(TrainConfig, str(recipe))
-    assert config.method == recipe.stem and path == recipe
+    assert path == recipe and (config.method == recipe.stem or recipe.stem not in METHODS)
 
 
 def test_recipe_by_name_and_override():
@@ -39,7 +39,7 @@ def write(tmp_path, text):
     ("method: lora\nbatch_size: eight\n", 2, "batch_size", "expected int"),
     ("method: lora\nlearning_rate: -0.001\n", 2, "learning_rate", "must be positive"),
     ("method: sparse\n", 1, "method", "expected one of"),
-    ("method: lora\npacking: 3\n", 2, "packing", "expected bool"),
+    ("method: lora\ngradient_checkpointing: 3\n", 2, "gradient_checkpointing", "expected bool"),
     ("method: lora\nlora:\n  r: 0\n", 3, "lora.r", "at least 1"),
 ])
 def test_bad_recipe_names_file_line_and_key(tmp_path, text, line, key, words):

@@ -98,6 +98,67 @@ def prep(
     typer.echo(f"dataset {artifact.id} -> {artifact.path}")
 
 
+@app.command()
+@handles_errors
+def train(
+    data: str = typer.Option(..., "--data", "-d", help="Dataset artifact id/path, or a records file (prepped first)"),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: path, hub id, or model artifact id"),
+    recipe: str = typer.Option("lora", "--recipe", "-r", help="full, lora, qlora, prompt-tuning, or a YAML path"),
+    overrides: List[str] = SetOpt,
+    merge: bool = typer.Option(False, "--merge", help="Also save adapter merged into full weights (safetensors)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run from its last checkpoint"),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help="none, wandb, tensorboard, trackio"),
+    wandb_sync: bool = typer.Option(False, "--wandb-sync", help="Let wandb upload (it runs offline otherwise)"),
+    num_gpus: int = typer.Option(1, "--num-gpus", help="Launch on N GPUs through accelerate"),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="e.g. recipes/accelerate/fsdp.yaml"),
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Fine-tune a model on a dataset with a recipe (full, lora, qlora, prompt-tuning)."""
+    _private_defaults()
+    if num_gpus > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch_with_accelerate(num_gpus, accelerate_config)
+        return
+    from privtune.config import load_recipe
+    from privtune.train import sft
+    from privtune.train.config import TrainConfig
+    from privtune.ui import console
+
+    extra = [f"report_to={report_to}"] if report_to else []
+    config, path = load_recipe(TrainConfig, recipe, [*overrides, *extra])
+    console.print(f"recipe: {path} (method {config.method})")
+    options = sft.TrainOptions(force=force, resume=resume, merge=merge, wandb_sync=wandb_sync)
+    artifact, found = sft.run(data, model, config, _workspace(workspace), options)
+    if found:
+        console.print(f"found an identical model, not retrained (--force to redo): {artifact.path}")
+    else:
+        m = artifact.manifest["metrics"]
+        _print_table("train", [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in m.items()])
+    typer.echo(f"model {artifact.id} -> {artifact.path}")
+
+
+def _relaunch_with_accelerate(num_gpus: int, config: Optional[Path]) -> None:
+    """Run this same command under `accelerate launch`, one process per GPU."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--num-gpus", "--accelerate-config"):
+            skip = True
+            continue
+        if arg.startswith(("--num-gpus=", "--accelerate-config=")):
+            continue
+        cleaned.append(arg)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_gpus)]
+    if config:
+        command += ["--config_file", str(config)]
+    raise typer.Exit(subprocess.call([*command, "-m", "privtune", *cleaned]))
+
+
 @app.command("base-model")
 @handles_errors
 def base_model(

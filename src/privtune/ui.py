@@ -20,3 +20,17 @@ def progress_bar() -> Progress:
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
     with progress_bar() as bar:
         yield from bar.track(items, total=total, description=description)
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and deprecation chatter; privtune shows its own."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()

@@ -19,6 +19,9 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     """Module names to adapt; `all-linear` adapts every linear layer but the output head."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] when the chat
+    template's special tokens are new to the base model."""
 
     def __post_init__(self):
         if self.r < 1:
@@ -49,8 +52,10 @@ class TrainConfig:
     """Examples per device per step (with packing: packed sequences of max_length)."""
     gradient_accumulation: int = 1
     max_length: int = 1024
-    packing: bool = True
-    """Pack examples into max_length sequences (padding-free, position ids reset per example)."""
+    packing: Literal["auto", "bfd", "wrapped", "none"] = "auto"
+    """bfd: pack examples into max_length rows, attention kept within each example (padding-free);
+    wrapped: concatenate and cut (fast, but examples see each other); none: pad batches of similar
+    length; auto: bfd on GPU, none on CPU, where packed attention needs a dense mask and runs slower."""
     loss: Literal["assistant", "all"] = "assistant"
     """Which tokens are learned: assistant replies only, or the whole sequence."""
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"

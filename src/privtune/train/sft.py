@@ -1,0 +1,315 @@
+"""`privtune train`: a dataset artifact + a base model -> a model artifact (adapter and/or weights).
+
+Decoder-only models train through TRL's SFTTrainer on the token ids and trained-token masks that
+prep wrote; PEFT adds adapters, bitsandbytes the 4-bit base. Encoder-decoder models (T5 family)
+take transformers' Seq2SeqTrainer (see seq2seq.py). The run works in the staging directory of its
+artifact, checkpointing there, so re-running the same command after a crash resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from privtune.artifacts import Artifact, Workspace, stable_hash, write_atomic
+from privtune.config import config_dict
+from privtune.errors import PrivtuneError
+from privtune.models.loading import ModelRef, load_tokenizer, resolve_model
+from privtune.train.callbacks import MarkCompleteCheckpoints, MetricsLog, RichProgress, last_complete_checkpoint
+from privtune.train.config import TrainConfig
+from privtune.ui import console, quiet_libraries
+
+
+@dataclass
+class TrainOptions:
+    """What the command line adds to the recipe: not part of the artifact's identity."""
+
+    force: bool = False
+    resume: bool = True
+    merge: bool = False
+    wandb_sync: bool = False
+
+
+def resolve_dataset(data: str, model: str, config: TrainConfig, workspace: Workspace) -> Artifact:
+    """A dataset artifact by id or path; a records file is prepped first (default settings, so an
+    earlier `privtune prep` of the same file is found, not redone)."""
+    artifact = workspace.resolve(data)
+    if artifact is not None:
+        if artifact.kind != "dataset":
+            raise PrivtuneError(f"'{data}' is a {artifact.kind} artifact, not a dataset", field="--data")
+        return artifact
+    if Path(data).is_file():
+        from privtune.data import prep
+
+        console.print("--data is a file: preparing it for the model first (privtune prep)")
+        artifact, _ = prep.run([Path(data)], model, prep.PrepConfig(), workspace)
+        return artifact
+    raise PrivtuneError(f"no dataset artifact or file '{data}'", field="--data",
+                        hint="pass a dataset id from `privtune runs`, or a records file")
+
+
+def check_tokenizer(dataset: Artifact, tokenizer) -> None:
+    """Refuse a dataset tokenized for another model: the token ids would mean nothing."""
+    from privtune.data.render import tokenizer_fingerprint
+
+    template = (dataset.path / "chat_template.jinja").read_text(encoding="utf-8")
+    if tokenizer_fingerprint(tokenizer, template) != dataset.manifest["tokenizer_fingerprint"]:
+        raise PrivtuneError(f"dataset {dataset.id} was tokenized for another model ({dataset.manifest['model']})",
+                            field="--data", hint="re-run `privtune prep` with this --model")
+
+
+def choose_threads(config: TrainConfig) -> int:
+    """One torch thread per physical core, at most 4: oversubscribed CPU threads slow training badly."""
+    if config.threads:
+        return config.threads
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def precision_flags(config: TrainConfig) -> dict:
+    """bf16 where the GPU has it, else fp16 on GPU; fp32 on CPU (bf16 autocast on CPU is slow)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    choice = config.precision
+    if choice == "auto":
+        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
+    if choice in ("bf16", "fp16") and not on_gpu:
+        raise PrivtuneError(f"precision {choice} needs a GPU; this machine has none", field="precision",
+                            hint="use --set precision=fp32 (or auto)")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16", "use_cpu": not on_gpu, "_dtype": choice}
+
+
+def load_model(model: ModelRef, config: TrainConfig, dtype_name: str):
+    """The base model as `from_pretrained` gives it; 4-bit NF4 for qlora."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype_name, torch.float32)
+    kwargs: dict = {"dtype": dtype}
+    if config.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        if not torch.cuda.is_available():
+            warnings.filterwarnings("ignore", module="bitsandbytes")
+            console.print("[yellow]warning:[/] qlora on CPU works but is slow; it is meant for testing here")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    try:
+        model_config = AutoConfig.from_pretrained(model.location)
+        auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
+        loaded = auto.from_pretrained(model.location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise PrivtuneError(f"cannot load model '{model.location}': {str(exc).splitlines()[0]}", field="--model",
+                            hint="check the path, or that the hub is reachable for a hub id") from None
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        loaded = prepare_model_for_kbit_training(loaded, use_gradient_checkpointing=config.gradient_checkpointing)
+    return loaded
+
+
+def peft_config(config: TrainConfig, model, is_seq2seq: bool):
+    """The PEFT config for the recipe, or None for full fine-tuning."""
+    from peft import LoraConfig, PromptTuningConfig, TaskType
+
+    task = TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM
+    if config.method in ("lora", "qlora"):
+        targets = config.lora.target_modules
+        target = "all-linear" if targets == ["all-linear"] else list(targets)
+        if target != "all-linear":
+            names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+            missing = sorted(set(target) - names)
+            if missing:
+                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                                 if type(m).__name__ in ("Linear", "Linear4bit")})
+                raise PrivtuneError(f"the model has no modules named {', '.join(missing)}",
+                                    field="lora.target_modules", hint=f"its linear layers: {', '.join(linear)}")
+        return LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                          target_modules=target, task_type=task,
+                          modules_to_save=list(config.lora.modules_to_save) or None,  # PEFT extends it in place
+                          ensure_weight_tying=bool(config.lora.modules_to_save)
+                          and bool(getattr(model.config, "tie_word_embeddings", False)))
+    if config.method == "prompt-tuning":
+        return PromptTuningConfig(task_type=task, num_virtual_tokens=config.prompt_tuning.num_virtual_tokens)
+    return None
+
+
+def trainer_arguments(config: TrainConfig, output_dir: Path, flags: dict, has_eval: bool, report_to: str) -> dict:
+    """Recipe fields -> transformers/TRL argument names."""
+    eval_every = config.eval_steps if config.eval_steps else None
+    return dict(
+        output_dir=str(output_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm, gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, eval_strategy=("steps" if eval_every else "no") if has_eval else "no",
+        eval_steps=eval_every, seed=config.seed, data_seed=config.seed, report_to=report_to,
+        disable_tqdm=True, push_to_hub=False,
+        bf16=flags["bf16"], fp16=flags["fp16"], use_cpu=flags["use_cpu"], dataloader_num_workers=0,
+    )
+
+
+def load_split(dataset: Artifact, split: str, config: TrainConfig):
+    """The tokenized split; `loss: all` drops the mask so every token is learned."""
+    from datasets import Dataset
+
+    path = dataset.path / "tokenized" / f"{split}.parquet"
+    table = Dataset.from_parquet(str(path), keep_in_memory=True)
+    if len(table) == 0:
+        return None
+    return table.remove_columns(["assistant_masks"]) if config.loss == "all" else table
+
+
+def artifact_id_for(dataset: Artifact, model: ModelRef, config: TrainConfig) -> str:
+    identity = {k: v for k, v in config_dict(config).items() if k not in ("report_to", "logging_steps", "threads")}
+    return stable_hash({"stage": "train", "dataset": dataset.id, "model": model.lineage_id, "config": identity})
+
+
+def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
+        options: TrainOptions | None = None) -> tuple[Artifact, bool]:
+    """Fine-tune `model` on dataset `data`; returns the model artifact and whether it already existed."""
+    options = options or TrainOptions()
+    model_ref = resolve_model(model, workspace)
+    dataset = resolve_dataset(data, model, config, workspace)
+    tokenizer = load_tokenizer(model_ref)
+    check_tokenizer(dataset, tokenizer)
+    artifact_id = artifact_id_for(dataset, model_ref, config)
+    existing = workspace.get("model", artifact_id)
+    if existing and not options.force:
+        return existing, True
+
+    import torch
+
+    quiet_libraries()
+    torch.set_num_threads(choose_threads(config))
+    if config.report_to == "wandb" and not options.wandb_sync:
+        os.environ["WANDB_MODE"] = "offline"
+    staging = workspace.stage("model", artifact_id, fresh=options.force or not options.resume)
+    checkpoints = staging.path / "checkpoints"
+    resume_from = last_complete_checkpoint(checkpoints)
+    if resume_from:
+        console.print(f"resuming from {resume_from.name}")
+    if config.report_to == "wandb":
+        os.environ.setdefault("WANDB_DIR", str(staging.path))
+    flags = precision_flags(config)
+    base = load_model(model_ref, config, flags["_dtype"])
+    is_seq2seq = bool(base.config.is_encoder_decoder)
+    adapter = peft_config(config, base, is_seq2seq)
+    callbacks = [MetricsLog(staging.path / "metrics.jsonl"), MarkCompleteCheckpoints(), RichProgress()]
+    has_eval = dataset.manifest["metrics"]["splits"].get("validation", 0) > 0
+    args = trainer_arguments(config, checkpoints, flags, has_eval, config.report_to)
+    if is_seq2seq:
+        from privtune.train.seq2seq import build_trainer
+        trainer = build_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
+    else:
+        trainer = build_sft_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
+    start_eval = None
+    if trainer.eval_dataset is not None and resume_from is None:
+        start_eval = evaluate_without_touching_rng(trainer)
+        _log_line(staging.path / "metrics.jsonl", {"step": 0, "eval_loss": start_eval})
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except torch.OutOfMemoryError:
+        raise PrivtuneError("out of memory", field="batch_size", hint="lower --set batch_size, raise "
+                            "gradient_accumulation, lower max_length, or use --recipe qlora") from None
+    end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
+    return _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq,
+                   result, start_eval, end_eval, resume_from), False
+
+
+def resolve_packing(config: TrainConfig, use_cpu: bool) -> str:
+    """`auto` packs on GPU; on CPU it pads length-grouped batches (measured faster: make bench)."""
+    if config.packing != "auto":
+        return config.packing
+    return "none" if use_cpu else "bfd"
+
+
+def build_sft_trainer(model, tokenizer, adapter, dataset: Artifact, config: TrainConfig, args: dict, callbacks):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTConfig, SFTTrainer
+
+    packing = resolve_packing(config, use_cpu=args["use_cpu"])
+    sampling = {"train_sampling_strategy": "group_by_length"} if packing == "none" else {}
+    sft_args = SFTConfig(**args, **sampling, max_length=config.max_length, packing=packing != "none",
+                         packing_strategy="wrapped" if packing == "wrapped" else "bfd",
+                         padding_free=packing == "bfd", assistant_only_loss=False, completion_only_loss=None,
+                         dataset_num_proc=None, model_init_kwargs=None)
+    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=load_split(dataset, "train", config),
+                         eval_dataset=load_split(dataset, "validation", config), processing_class=tokenizer,
+                         peft_config=adapter, callbacks=callbacks)
+    for noisy in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(noisy)
+    return trainer
+
+
+def evaluate_without_touching_rng(trainer) -> float:
+    """The validation loss before training, leaving every RNG as it was.
+
+    A resumed run skips this evaluation; if it consumed random numbers, the data order after a
+    resume would differ from an uninterrupted run's.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        return trainer.evaluate()["eval_loss"]
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _log_line(path: Path, record: dict) -> None:
+    import json
+    import time
+
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({**record, "time": time.time()}) + "\n")
+
+
+def _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq, result,
+            start_eval, end_eval, resume_from) -> Artifact:
+    """Save weights or adapter, merge if asked, plot the curve, drop checkpoints, publish the artifact."""
+    from privtune.train.export import merge_adapter, plot_loss_curve, read_metrics
+
+    out = staging.path / "model"
+    if out.exists():
+        shutil.rmtree(out)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    is_adapter = config.method != "full"
+    if options.merge:
+        if not is_adapter:
+            console.print("--merge: full fine-tuning already saved full weights; nothing to merge")
+        else:
+            merge_adapter(model_ref.location, out, staging.path / "merged", is_seq2seq)
+    metrics = read_metrics(staging.path / "metrics.jsonl")
+    plot_loss_curve(metrics, staging.path / "loss_curve.png")
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    shutil.rmtree(staging.path / "checkpoints", ignore_errors=True)
+    state = trainer.state
+    summary = {
+        "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+        "eval_loss_start": start_eval, "eval_loss_end": end_eval, "steps": state.global_step,
+        "epochs": state.epoch, "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else None,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    manifest = {
+        "stage": "train", "parents": [dataset.id] + ([model_ref.artifact.id] if model_ref.artifact else []),
+        "base_model": model_ref.location, "method": config.method, "adapter": is_adapter,
+        "merged": bool(options.merge and is_adapter), "seq2seq": is_seq2seq, "config": config_dict(config),
+        "seed": config.seed, "metrics": summary, "device": "cuda" if not trainer.args.use_cpu else "cpu",
+        "tokenizer_fingerprint": dataset.manifest["tokenizer_fingerprint"],
+    }
+    return staging.finish(manifest)
+

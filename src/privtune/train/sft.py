@@ -157,12 +157,13 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, flags: dict, has_ev
 
 def load_split(dataset: Artifact, split: str, config: TrainConfig):
     """The tokenized split; `loss: all` drops the mask so every token is learned."""
+    import pyarrow.parquet as pq
     from datasets import Dataset
 
     path = dataset.path / "tokenized" / f"{split}.parquet"
-    table = Dataset.from_parquet(str(path), keep_in_memory=True)
-    if len(table) == 0:
+    if pq.ParquetFile(path).metadata.num_rows == 0:
         return None
+    table = Dataset.from_parquet(str(path), keep_in_memory=True)
     return table.remove_columns(["assistant_masks"]) if config.loss == "all" else table
 
 

@@ -100,6 +100,56 @@ def prep(
 
 @app.command()
 @handles_errors
+def generate(
+    model: str = typer.Option(..., "--model", "-m", help="Student model whose tokenizer the dataset is made for"),
+    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Seed tasks (Alpaca seed_tasks.jsonl or any prep format)"),
+    docs: Optional[Path] = typer.Option(None, "--docs", help="Folder of your documents (txt, md): Q&A mode"),
+    num: Optional[int] = typer.Option(None, "--num", "-n", help="Examples to keep [default: 100]"),
+    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", envvar="PRIVTUNE_TEACHER_URL",
+                                              help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", envvar="PRIVTUNE_TEACHER_MODEL"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Variable holding the API key [default: PRIVTUNE_API_KEY, OPENAI_API_KEY]"),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a teacher off this machine and private network"),
+    redact_text: bool = typer.Option(False, "--redact", help="Mask e-mails, phones, card/account numbers, IPs, keys in what is sent"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print one prompt and where it would go; send nothing"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight [default: 8]"),
+    prompt_template: Optional[Path] = typer.Option(None, "--prompt-template", help="Replace the prompt file"),
+    overrides: List[str] = SetOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Have a teacher model write instruction data from a few seeds or your documents."""
+    _private_defaults()
+    from privtune.config import apply_overrides, build_config
+    from privtune.endpoint import Endpoint
+    from privtune.generate import stage
+    from privtune.ui import console
+
+    settings = {k: v for k, v in {"num": num, "concurrency": concurrency,
+                                  "prompt_template": str(prompt_template) if prompt_template else None}.items()
+                if v is not None}
+    config = build_config(stage.GenerateConfig, apply_overrides(settings, overrides, {}), source="command line")
+    if not teacher_url or not teacher_model:
+        raise PrivtuneError("no teacher configured", field="--teacher-url",
+                            hint="pass --teacher-url and --teacher-model (or PRIVTUNE_TEACHER_URL/_MODEL); e.g. "
+                                 "Ollama: http://127.0.0.1:11434/v1, vLLM: http://127.0.0.1:8000/v1")
+    endpoint = Endpoint(teacher_url, teacher_model, api_key_env=api_key_env, timeout=config.timeout,
+                        max_retries=config.retries, allow_remote=allow_remote)
+    if dry_run:
+        source = stage.load_source(seeds, docs, config)
+        typer.echo(stage.dry_run(endpoint, source, config, stage.template_text(config, source.mode), redact_text))
+        return
+    artifact, found = stage.run(endpoint, model, config, _workspace(workspace), seeds=seeds, docs=docs,
+                                redact_text=redact_text, force=force)
+    if found:
+        console.print(f"found an identical dataset, not regenerated (--force to redo): {artifact.path}")
+    else:
+        _print_table("generate", stage.summary_rows(artifact))
+    typer.echo(f"dataset {artifact.id} -> {artifact.path}")
+
+
+@app.command()
+@handles_errors
 def train(
     data: str = typer.Option(..., "--data", "-d", help="Dataset artifact id/path, or a records file (prepped first)"),
     model: str = typer.Option(..., "--model", "-m", help="Base model: path, hub id, or model artifact id"),

@@ -185,6 +185,26 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
         return existing, True
 
     examples, rejected, formats = load_examples(files, config)
+    staging = workspace.stage("dataset", artifact_id)
+    stats = write_dataset(staging.path, examples, tokenizer, template, config, source=str(files[0]))
+    if rejected:
+        _write_jsonl(staging.path / "rejected.jsonl", rejected)
+    stats["records_read"] += len(rejected)
+    stats["rejected"] = len(rejected)
+    manifest = {
+        "stage": "prep", "parents": parents, "inputs": inputs, "formats": formats,
+        "config": config_dict(config), "seed": config.seed, "metrics": stats,
+        "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
+    }
+    return staging.finish(manifest), False
+
+
+def write_dataset(folder: Path, examples: list[dict], tokenizer, template: str, config: PrepConfig,
+                  source: str) -> dict:
+    """Dedup, tokenize, length-filter and split schema examples into `folder`; returns the stats.
+
+    Shared by prep and generate, so both write the same dataset layout that train reads.
+    """
     keys = [content_key(example) for example in examples]
     read_count = len(examples)
     if config.dedup:
@@ -195,36 +215,26 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     encoded = encode_conversations([e["messages"] for e in examples], tokenizer, template)
     kept, counts = select_examples(encoded, config)
     if not kept:
-        raise PrivtuneError("no usable examples left after filtering", source=str(files[0]),
+        raise PrivtuneError("no usable examples left after filtering", source=source,
                             hint=f"max_length is {config.max_length}; raise it or use --set overlength=truncate")
     by_split: dict[str, list] = {name: [] for name in SPLITS}
     for item in kept:
         split = split_of(keys[item[0]], config.seed, config.validation_fraction, config.test_fraction)
         by_split[split].append(item)
     if not by_split["train"]:
-        raise PrivtuneError("the train split is empty; add records or lower the validation/test fractions")
-
-    staging = workspace.stage("dataset", artifact_id)
-    write_tokenized(staging.path, by_split, encoded)
+        raise PrivtuneError("the train split is empty; add records or lower the validation/test fractions",
+                            source=source)
+    write_tokenized(folder, by_split, encoded)
     for name, items in by_split.items():
-        _write_jsonl(staging.path / f"{name}.jsonl", [examples[n] for n, _, _ in items])
-    if rejected:
-        _write_jsonl(staging.path / "rejected.jsonl", rejected)
-    write_atomic(staging.path / "chat_template.jinja", template)
+        _write_jsonl(folder / f"{name}.jsonl", [examples[n] for n, _, _ in items])
+    write_atomic(folder / "chat_template.jinja", template)
     lengths = [end - start for _, start, end in kept]
-    stats = {
-        "records_read": read_count + len(rejected), "rejected": len(rejected),
-        "duplicates": read_count - len(examples), **counts, "examples": len(kept),
-        "splits": {k: len(v) for k, v in by_split.items()}, "tokens": int(sum(lengths)),
+    return {
+        "records_read": read_count, "rejected": 0, "duplicates": read_count - len(examples), **counts,
+        "examples": len(kept), "splits": {k: len(v) for k, v in by_split.items()}, "tokens": int(sum(lengths)),
         "trained_tokens": int(sum(int(encoded.mask[start:end].sum()) for _, start, end in kept)),
         "length_percentiles": _percentiles(lengths),
     }
-    manifest = {
-        "stage": "prep", "parents": parents, "inputs": inputs, "formats": formats,
-        "config": config_dict(config), "seed": config.seed, "metrics": stats,
-        "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
-    }
-    return staging.finish(manifest), False
 
 
 def write_tokenized(folder: Path, by_split: dict[str, list], encoded: Encoded) -> None:

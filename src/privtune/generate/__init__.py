@@ -1,0 +1,1 @@
+"""Generate: the "little data" path, instruction data written by a teacher model."""

@@ -1,0 +1,404 @@
+"""`privtune generate`: seeds or documents -> a teacher writes instruction data -> a dataset artifact.
+
+Self-instruct as Stanford Alpaca ran it: each request shows the teacher a few sampled seed tasks
+(and a few already generated), asks for a numbered batch of new ones, and the answers are parsed
+and filtered (length, block-list, non-text, exact and ROUGE-L near duplicates). Accepted examples
+are appended to a JSONL in the staging directory and flushed as they come, so a killed run resumes
+on the same command and stops at exactly N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, write_json_atomic
+from privtune.config import ConfigValueError, config_dict
+from privtune.endpoint import Endpoint, is_private_host
+from privtune.errors import PrivtuneError
+from privtune.generate.neardup import NearDuplicateIndex
+from privtune.generate.parse import DEFAULT_BLOCKLIST, Task, parse_tasks, rejection_reason
+from privtune.generate.redact import redact
+from privtune.generate.seeds import Seed, load_seeds
+from privtune.ui import console, progress_bar
+
+ACCEPTED = "generated.jsonl"
+PROGRESS = "progress.json"
+
+
+@dataclass
+class GenerateConfig:
+    num: int = 100
+    """Examples to keep."""
+    seeds_per_prompt: int = 3
+    generated_per_prompt: int = 2
+    """Already-generated tasks mixed into each prompt, as self-instruct does."""
+    tasks_per_request: int = 10
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 3072
+    stop: list[str] = field(default_factory=list)
+    concurrency: int = 8
+    """Requests in flight at once."""
+    timeout: float = 120.0
+    retries: int = 4
+    """Retries per request with backoff (the openai client's) on 429, 5xx and timeouts."""
+    max_failed_requests: int = 20
+    """Stop (keeping what was accepted) after this many requests failed in a row."""
+    min_words: int = 3
+    max_words: int = 150
+    blocklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
+    rouge_threshold: float = 0.7
+    """Reject an instruction whose ROUGE-L F with any seed or kept one is above this."""
+    prompt_template: str = ""
+    """Path to a prompt file with {num_tasks} and {examples} ({chunk}, {source} in docs mode)."""
+    chunk_chars: int = 2000
+    """Docs mode: characters per chunk shown to the teacher."""
+    seed: int = 42
+
+    def __post_init__(self):
+        for name in ("num", "seeds_per_prompt", "tasks_per_request", "concurrency", "max_tokens", "chunk_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigValueError(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.rouge_threshold <= 1:
+            raise ConfigValueError("rouge_threshold", "must be in (0, 1]")
+        if self.temperature < 0:
+            raise ConfigValueError("temperature", "must be >= 0")
+
+
+@dataclass
+class Source:
+    """What the teacher is shown: seeds (self-instruct) or document chunks (docs)."""
+
+    mode: Literal["self_instruct", "docs"]
+    seeds: list[Seed]
+    chunks: list[tuple[str, str]]  # (source name, text)
+    inputs: list[dict]
+
+
+def load_source(seeds: Path | None, docs: Path | None, config: GenerateConfig) -> Source:
+    if bool(seeds) == bool(docs):
+        raise PrivtuneError("pass exactly one of --seeds FILE or --docs DIR", field="--seeds")
+    if seeds:
+        if not Path(seeds).is_file():
+            raise PrivtuneError("no such file", source=str(seeds), field="--seeds")
+        loaded = load_seeds(Path(seeds))
+        return Source("self_instruct", loaded, [], [{"path": str(seeds), "sha256": file_sha256(Path(seeds))}])
+    from privtune.generate.documents import chunk_documents
+
+    chunks, inputs = chunk_documents(Path(docs), config.chunk_chars)
+    return Source("docs", [], chunks, inputs)
+
+
+def template_text(config: GenerateConfig, mode: str) -> str:
+    if config.prompt_template:
+        path = Path(config.prompt_template)
+        if not path.is_file():
+            raise PrivtuneError("no such prompt template", source=str(path), field="prompt_template")
+        return path.read_text(encoding="utf-8")
+    name = "self_instruct.txt" if mode == "self_instruct" else "docs_qa.txt"
+    return resources.files("privtune").joinpath(f"templates/{name}").read_text(encoding="utf-8")
+
+
+def format_task(number: int, instruction: str, extra: str, output: str) -> str:
+    return (f"###\n{number}. Instruction: {instruction}\n{number}. Input:\n{extra or '<noinput>'}\n"
+            f"{number}. Output:\n{output}")
+
+
+@dataclass
+class Prompt:
+    text: str
+    shown: list[str]  # ids of the seeds or chunk shown
+    next_number: int = 1  # the task number the prompt leaves open
+
+
+class PromptBuilder:
+    """Samples what each request shows; redacts it when asked."""
+
+    def __init__(self, source: Source, config: GenerateConfig, template: str, redact_text: bool):
+        self.source, self.config, self.template, self.redact_text = source, config, template, redact_text
+        self.rng = random.Random(config.seed)
+        self.redactions = 0
+        self.next_chunk = 0
+
+    def _clean(self, text: str) -> str:
+        if not self.redact_text:
+            return text
+        text, count = redact(text)
+        self.redactions += count
+        return text
+
+    def build(self, generated: list[dict]) -> Prompt:
+        if self.source.mode == "docs":
+            name, chunk = self.source.chunks[self.next_chunk % len(self.source.chunks)]
+            self.next_chunk += 1
+            text = self.template.format(num_tasks=self.config.tasks_per_request, chunk=self._clean(chunk),
+                                        source=name)
+            return Prompt(text, [f"{name}#{(self.next_chunk - 1) % len(self.source.chunks)}"])
+        seeds = self.rng.sample(self.source.seeds, min(self.config.seeds_per_prompt, len(self.source.seeds)))
+        mixed = self.rng.sample(generated, min(self.config.generated_per_prompt, len(generated)))
+        shown = [(s.instruction, s.input, s.output) for s in seeds]
+        shown += [(g["instruction"], g["input"], g["output"]) for g in mixed]
+        examples = "\n".join(format_task(i + 1, *(self._clean(x) for x in item)) for i, item in enumerate(shown))
+        examples += f"\n###\n{len(shown) + 1}. Instruction:"
+        text = self.template.format(num_tasks=self.config.tasks_per_request, examples=examples)
+        return Prompt(text, [s.id for s in seeds], len(shown) + 1)
+
+
+class Collector:
+    """Filters tasks and appends the kept ones to the JSONL, flushed line by line."""
+
+    def __init__(self, path: Path, config: GenerateConfig, seeds: list[Seed]):
+        self.path, self.config = path, config
+        self.index = NearDuplicateIndex(config.rouge_threshold)
+        for seed in seeds:
+            self.index.add(seed.instruction)
+        self.exact: set[str] = {s.instruction.strip().lower() for s in seeds}
+        self.kept: list[dict] = []
+        self.drops: Counter = Counter()
+        self._resume()
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def _resume(self) -> None:
+        """Reload what an interrupted run kept; a torn last line (killed mid-write) is cut off."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(complete))
+        for line in complete.decode("utf-8").splitlines():
+            record = json.loads(line)
+            self.kept.append(record)
+            self.index.add(record["instruction"])
+            self.exact.add(record["instruction"].strip().lower())
+
+    def offer(self, task: Task, provenance: dict) -> bool:
+        reason = rejection_reason(task, self.config.min_words, self.config.max_words, self.config.blocklist)
+        key = task.instruction.strip().lower()
+        if reason is None and key in self.exact:
+            reason = "duplicate"
+        if reason is None and self.index.is_near_duplicate(task.instruction):
+            reason = "near_duplicate"
+        if reason:
+            self.drops[reason] += 1
+            return False
+        record = {"instruction": task.instruction, "input": task.input, "output": task.output, **provenance}
+        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.kept.append(record)
+        self.index.add(task.instruction)
+        self.exact.add(key)
+        return True
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    failed_requests: int = 0
+    malformed_responses: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    parsed: int = 0
+    unparsed_blocks: int = 0
+    truncated_responses: int = 0
+
+
+async def _ask(client, endpoint: Endpoint, config: GenerateConfig, prompt: Prompt):
+    return await client.chat.completions.create(
+        model=endpoint.model, messages=[{"role": "user", "content": prompt.text}],
+        temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+        stop=config.stop or None)
+
+
+def _fatal(exc: Exception, endpoint: Endpoint) -> PrivtuneError | None:
+    """Errors that retrying cannot fix: stop at once with what to change."""
+    import openai
+
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return PrivtuneError(f"the teacher at {endpoint.host} refused the request ({exc.status_code}): check the API key",
+                             field="--api-key-env", hint="the key is read from the environment variable named there")
+    if isinstance(exc, openai.NotFoundError):
+        return PrivtuneError(f"the teacher at {endpoint.host} has no model '{endpoint.model}' (404)",
+                             field="--teacher-model", hint="list its models at <url>/models")
+    if isinstance(exc, openai.BadRequestError):
+        return PrivtuneError(f"the teacher rejected the request (400): {endpoint.redact(str(exc))[:300]}",
+                             field="--teacher-model")
+    return None
+
+
+async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBuilder, collector: Collector,
+                   stats: Stats, mode: str) -> None:
+    client = endpoint.async_client(config.concurrency)
+    pending: dict[asyncio.Task, Prompt] = {}
+    failures_in_a_row = 0
+    with progress_bar() as bar:
+        task_id = bar.add_task("generating", total=config.num, completed=len(collector.kept))
+        try:
+            while len(collector.kept) < config.num:
+                while len(pending) < config.concurrency:
+                    prompt = builder.build(collector.kept)
+                    pending[asyncio.ensure_future(_ask(client, endpoint, config, prompt))] = prompt
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    prompt = pending.pop(future)
+                    stats.requests += 1
+                    try:
+                        response = future.result()
+                    except Exception as exc:  # the client already retried what is retryable
+                        fatal = _fatal(exc, endpoint)
+                        if fatal:
+                            raise fatal from None
+                        stats.failed_requests += 1
+                        failures_in_a_row += 1
+                        if failures_in_a_row >= config.max_failed_requests:
+                            raise PrivtuneError(f"{failures_in_a_row} requests to {endpoint.host} failed in a row "
+                                                f"(last: {type(exc).__name__}: {endpoint.redact(str(exc))[:200]})",
+                                                field="--teacher-url",
+                                                hint="what was accepted is kept; re-run the same command to resume")
+                        continue
+                    failures_in_a_row = 0
+                    _take(response, prompt, endpoint, collector, stats, config, mode)
+                    bar.update(task_id, completed=min(len(collector.kept), config.num))
+        finally:
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await client.close()
+
+
+def _take(response, prompt: Prompt, endpoint: Endpoint, collector: Collector, stats: Stats,
+          config: GenerateConfig, mode: str) -> None:
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        stats.prompt_tokens += usage.prompt_tokens or 0
+        stats.completion_tokens += usage.completion_tokens or 0
+    choices = getattr(response, "choices", None) or []
+    content = choices[0].message.content if choices and choices[0].message else None
+    if not content or not content.strip():
+        stats.malformed_responses += 1
+        return
+    truncated = choices[0].finish_reason == "length"
+    stats.truncated_responses += int(truncated)
+    if not re.match(r"\s*(###|\d+\.)", content):  # it continued the prompt's open "N. Instruction:"
+        content = f"{prompt.next_number}. Instruction: {content}"
+    tasks, unparsed = parse_tasks(content, truncated)
+    stats.parsed += len(tasks)
+    stats.unparsed_blocks += unparsed
+    for task in tasks:
+        if len(collector.kept) >= config.num:
+            return
+        collector.offer(task, {"meta": {"source": "generate", "mode": mode, "shown": prompt.shown,
+                                        "teacher_model": endpoint.model, "request_id": getattr(response, "id", None),
+                                        "time": time.time()}})
+
+
+def to_example(record: dict) -> dict:
+    user = record["instruction"] + (f"\n\n{record['input']}" if record["input"].strip() else "")
+    return {"messages": [{"role": "user", "content": user, "train": False},
+                         {"role": "assistant", "content": record["output"], "train": True}],
+            "meta": record.get("meta", {})}
+
+
+def dry_run(endpoint: Endpoint, source: Source, config: GenerateConfig, template: str, redact_text: bool) -> str:
+    """One rendered prompt and where it would go; sends nothing."""
+    prompt = PromptBuilder(source, config, template, redact_text).build([])
+    try:
+        endpoint.check()
+        verdict = "allowed"
+    except PrivtuneError as exc:
+        verdict = f"REFUSED: {exc.message}"
+    return (f"{prompt.text}\n---\nwould send: POST {endpoint.base_url.rstrip('/')}/chat/completions "
+            f"model={endpoint.model} concurrency={config.concurrency}\nhost {endpoint.host}: {verdict}\n"
+            f"redaction: {'on' if redact_text else 'off'}; nothing was sent (--dry-run)")
+
+
+def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Workspace, *,
+        seeds: Path | None = None, docs: Path | None = None, redact_text: bool = False,
+        force: bool = False) -> tuple[Artifact, bool]:
+    """Generate `config.num` examples with the teacher, then write a dataset artifact for `model`."""
+    from privtune.data import prep
+    from privtune.data.render import choose_template, tokenizer_fingerprint
+    from privtune.models.loading import load_tokenizer, resolve_model
+
+    endpoint.check()  # before anything else: a refused host costs nothing
+    source = load_source(seeds, docs, config)
+    template = template_text(config, source.mode)
+    model_ref = resolve_model(model, workspace)
+    tokenizer = load_tokenizer(model_ref)
+    chat_template = choose_template(tokenizer, "model")
+    fingerprint = tokenizer_fingerprint(tokenizer, chat_template)
+    identity = {"stage": "generate", "inputs": [i["sha256"] for i in source.inputs], "config": config_dict(config),
+                "teacher": {"url": endpoint.base_url, "model": endpoint.model}, "redact": redact_text,
+                "template": stable_hash(template), "tokenizer": fingerprint}
+    artifact_id = stable_hash(identity)
+    existing = workspace.get("dataset", artifact_id)
+    if existing and not force:
+        return existing, True
+    remote = not is_private_host(endpoint.host)
+    if remote:
+        console.print(f"[yellow]data leaves this machine[/]: prompts go to {endpoint.host} (--allow-remote); "
+                      f"each shows {config.seeds_per_prompt} of {len(source.seeds) or len(source.chunks)} "
+                      f"{'seed examples' if source.mode == 'self_instruct' else 'document chunks'}; "
+                      f"redaction {'on' if redact_text else 'off'}")
+    staging = workspace.stage("dataset", artifact_id, fresh=force)
+    stats = Stats(**_load_progress(staging.path))
+    builder = PromptBuilder(source, config, template, redact_text)
+    collector = Collector(staging.path / ACCEPTED, config, source.seeds)
+    if collector.kept:
+        console.print(f"resuming: {len(collector.kept)} of {config.num} examples already accepted")
+    try:
+        asyncio.run(_produce(endpoint, config, builder, collector, stats, source.mode))
+    finally:
+        collector.close()
+        write_json_atomic(staging.path / PROGRESS, {**stats.__dict__, "drops": dict(collector.drops)})
+    kept = collector.kept[: config.num]
+    prep_config = prep.PrepConfig(seed=config.seed)
+    dataset_stats = prep.write_dataset(staging.path, [to_example(r) for r in kept], tokenizer, chat_template,
+                                       prep_config, source=str(staging.path / ACCEPTED))
+    metrics = {**dataset_stats, "generated": len(kept), "generation": {**stats.__dict__,
+                                                                       "dropped": dict(collector.drops)}}
+    manifest = {
+        "stage": "generate", "mode": source.mode, "parents": [], "inputs": source.inputs,
+        "config": config_dict(config), "teacher": endpoint.describe(), "seed": config.seed, "metrics": metrics,
+        "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
+        "egress": {"host": endpoint.host, "remote": remote, "requests": stats.requests,
+                   "prompt_tokens": stats.prompt_tokens, "redacted": redact_text,
+                   "redactions": builder.redactions,
+                   "items_shown": len(source.seeds) if source.mode == "self_instruct" else len(source.chunks)},
+    }
+    return staging.finish(manifest), False
+
+
+def _load_progress(folder: Path) -> dict:
+    path = folder / PROGRESS
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if k in Stats.__dataclass_fields__}
+
+
+def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
+    g = artifact.manifest["metrics"]["generation"]
+    rows = [("requests (failed)", f"{g['requests']} ({g['failed_requests']})"),
+            ("tokens in / out", f"{g['prompt_tokens']} / {g['completion_tokens']}"),
+            ("malformed responses", str(g["malformed_responses"])),
+            ("truncated responses", str(g["truncated_responses"])),
+            ("tasks parsed (unparsed blocks)", f"{g['parsed']} ({g['unparsed_blocks']})"),
+            ("kept", str(artifact.manifest["metrics"]["generated"]))]
+    rows += [(f"dropped: {reason}", str(count)) for reason, count in sorted(g["dropped"].items())]
+    return rows

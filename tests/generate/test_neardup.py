@@ -1,0 +1,60 @@
+"""The indexed near-duplicate filter decides exactly as rouge_score's brute force does."""
+
+import random
+
+from rouge_score import rouge_scorer
+
+from privtune.generate.neardup import NearDuplicateIndex, rouge_l_f, rouge_tokens
+
+WORDS = "write a short poem about the sea give me three tips for sleeping better explain why sky is blue list".split()
+
+
+def brute_force_keep(stream, threshold=0.7):
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    kept, decisions = [], []
+    for text in stream:
+        keep = all(scorer.score(old, text)["rougeL"].fmeasure <= threshold for old in kept)
+        decisions.append(keep)
+        if keep:
+            kept.append(text)
+    return decisions
+
+
+def indexed_keep(stream, threshold=0.7):
+    index, decisions = NearDuplicateIndex(threshold), []
+    for text in stream:
+        keep = not index.is_near_duplicate(text)
+        decisions.append(keep)
+        if keep:
+            index.add(text)
+    return decisions
+
+
+def test_tokens_and_score_match_rouge_score():
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    a, b = "Write a poem, about THE sea!", "write a short poem about the blue sea"
+    assert rouge_tokens(a) == ["write", "a", "poem", "about", "the", "sea"]
+    assert rouge_l_f(rouge_tokens(b), rouge_tokens(a)) == scorer.score(a, b)["rougeL"].fmeasure
+
+
+def test_decisions_equal_brute_force_on_random_streams():
+    rng = random.Random(0)
+    for threshold in (0.7, 0.5, 0.9):
+        stream = []
+        for _ in range(300):
+            if stream and rng.random() < 0.4:  # a perturbed earlier one: many pairs near the threshold
+                words = rng.choice(stream).split()
+                for _ in range(rng.randint(0, 3)):
+                    words.insert(rng.randint(0, len(words)), rng.choice(WORDS))
+                if len(words) > 2 and rng.random() < 0.5:
+                    words.pop(rng.randrange(len(words)))
+                stream.append(" ".join(words))
+            else:
+                stream.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))))
+        assert indexed_keep(stream, threshold) == brute_force_keep(stream, threshold)
+
+
+def test_empty_text_is_never_a_duplicate():
+    index = NearDuplicateIndex()
+    index.add("!!!")
+    assert not index.is_near_duplicate("???")

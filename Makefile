@@ -21,10 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/privtune base-model --out $(DEMO)/base-model --text data/tickets.jsonl --text data/seeds.jsonl
-	$(BIN)/privtune prep --data data/tickets.jsonl --model $(DEMO)/base-model --workspace $(DEMO)/runs
-	$(BIN)/privtune train --recipe tiny-lora --data data/tickets.jsonl --model $(DEMO)/base-model --workspace $(DEMO)/runs --merge
-	$(BIN)/privtune runs --workspace $(DEMO)/runs
+	DEMO=$(DEMO) bash scripts/demo.sh
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from common import OUT, Row  # noqa: E402
 
-MODULES = ["bench_foundation", "bench_train"]
+MODULES = ["bench_foundation", "bench_train", "bench_generate"]
 
 
 def machine() -> str:

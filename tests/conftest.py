@@ -81,3 +81,15 @@ def train_config(method: str = "lora", **overrides):
                 "threads": 1, **overrides}
     config, _ = load_recipe(TrainConfig, method, [f"{k}={v}" for k, v in settings.items()])
     return config
+
+
+@pytest.fixture(scope="session")
+def tuned_model(tickets_dataset, tmp_path_factory):
+    """A tiny model fine-tuned (lora) on the demo tickets, once per session, with its workspace."""
+    from privtune.artifacts import Workspace
+    from privtune.train import sft
+
+    workspace = Workspace(tickets_dataset.path.parent)
+    config = train_config("lora", epochs=5, learning_rate=3e-3, **{"lora.modules_to_save": "lm_head"})
+    artifact, _ = sft.run(tickets_dataset.id, str(tickets_dataset.manifest["model"]), config, workspace)
+    return artifact, workspace

@@ -209,6 +209,107 @@ def _relaunch_with_accelerate(num_gpus: int, config: Optional[Path]) -> None:
     raise typer.Exit(subprocess.call([*command, "-m", "privtune", *cleaned]))
 
 
+@app.command("eval")
+@handles_errors
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="Model artifact id or path to evaluate"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Compare against [default: the model's base]"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset artifact [default: the model's, test split]"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", envvar="PRIVTUNE_JUDGE_URL", help="OpenAI-compatible judge"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", envvar="PRIVTUNE_JUDGE_MODEL"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Variable holding the judge's API key"),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a judge off this machine (it sees held-out data)"),
+    overrides: List[str] = SetOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Score a fine-tuned model against its baseline on held-out data."""
+    _private_defaults()
+    from privtune.config import apply_overrides, build_config
+    from privtune.endpoint import Endpoint
+    from privtune.eval import stage
+    from privtune.ui import console
+
+    config = build_config(stage.EvalConfig, apply_overrides({}, overrides, {}), source="command line")
+    judge = None
+    if judge_url or judge_model:
+        if not (judge_url and judge_model):
+            raise PrivtuneError("a judge needs both --judge-url and --judge-model", field="--judge-url")
+        judge = Endpoint(judge_url, judge_model, api_key_env=api_key_env, allow_remote=allow_remote,
+                         url_flag="--judge-url")
+        judge.check()
+    artifact, found = stage.run(model, config, _workspace(workspace), baseline=baseline, data=data, judge=judge,
+                                force=force)
+    if found:
+        console.print(f"found an identical evaluation (--force to redo): {artifact.path}")
+    _print_compare([artifact])
+    for note in artifact.manifest.get("notes", []):
+        console.print(f"note: {note}")
+    typer.echo(f"eval {artifact.id} -> {artifact.path}")
+
+
+@app.command()
+@handles_errors
+def compare(refs: List[str] = typer.Argument(..., help="Eval artifact ids"), workspace: Optional[Path] = WorkspaceOpt):
+    """One table across evaluations."""
+    ws = _workspace(workspace)
+    artifacts = []
+    for ref in refs:
+        artifact = ws.resolve(ref, kind="eval")
+        if artifact is None:
+            raise PrivtuneError(f"no eval artifact '{ref}'", hint="privtune runs lists them")
+        artifacts.append(artifact)
+    _print_compare(artifacts)
+
+
+def _print_compare(artifacts) -> None:
+    from rich.table import Table
+
+    from privtune.eval.stage import TABLE_METRICS
+    from privtune.ui import console
+
+    columns = [(a, label) for a in artifacts for label in a.manifest["metrics"]["models"]]
+    table = Table("metric", *[f"{a.id[:8]} {label}" for a, label in columns], title="eval")
+    for metric in TABLE_METRICS:
+        values = [a.manifest["metrics"]["models"][label].get(metric) for a, label in columns]
+        if any(v is not None for v in values):
+            table.add_row(metric, *(f"{v:.4f}" if isinstance(v, float) else "-" for v in values))
+    for a in artifacts:
+        judge = a.manifest["metrics"].get("judge")
+        if judge:
+            table.add_row(f"judge win rate ({a.id[:8]})", f"{judge['win_rate']:.3f} "
+                          f"[{judge['ci_low']:.2f}, {judge['ci_high']:.2f}] n={judge['decided']}")
+    console.print(table)
+
+
+@app.command()
+@handles_errors
+def serve(
+    model: str = typer.Argument(..., help="Model artifact id or path (adapters are applied)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 127.0.0.1 keeps it on this machine"),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="PRIVTUNE_SERVE_API_KEY",
+                                          help="Require this bearer token (prefer the environment variable)"),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name clients send [default: artifact id or folder]"),
+    workspace: Optional[Path] = WorkspaceOpt,
+):
+    """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
+    _private_defaults()
+    import uvicorn
+
+    from privtune.models.inference import load_for_inference
+    from privtune.serve.app import create_app
+    from privtune.ui import console, quiet_libraries
+
+    quiet_libraries()
+    loaded = load_for_inference(model, _workspace(workspace))
+    served = name or (loaded.artifact_id or Path(model).name)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        console.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach it can use it")
+    console.print(f"serving '{served}' at http://{host}:{port}/v1 (model name: {served})")
+    uvicorn.run(create_app(loaded, served, api_key), host=host, port=port, log_level="warning")
+
+
 @app.command("base-model")
 @handles_errors
 def base_model(

@@ -159,7 +159,7 @@ class Collector:
 
     def __init__(self, path: Path, config: GenerateConfig, seeds: list[Seed]):
         self.path, self.config = path, config
-        self.index = NearDuplicateIndex(config.rouge_threshold)
+        self.index = NearDuplicateIndex(config.rouge_threshold, order_hint=[s.instruction for s in seeds])
         for seed in seeds:
             self.index.add(seed.instruction)
         self.exact: set[str] = {s.instruction.strip().lower() for s in seeds}

@@ -1,0 +1,1 @@
+"""Eval: does the fine-tune beat its baseline on held-out data."""

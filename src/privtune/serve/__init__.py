@@ -1,0 +1,1 @@
+"""Serve: a model artifact behind an OpenAI-compatible API."""

@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from common import OUT, Row  # noqa: E402
 
-MODULES = ["bench_foundation", "bench_train", "bench_generate"]
+MODULES = ["bench_foundation", "bench_train", "bench_generate", "bench_serve"]
 
 
 def machine() -> str:
@@ -48,6 +48,8 @@ def main() -> None:
         rows += module.rows()
     table = render(rows)
     print(table)
+    if only:
+        return  # a partial run does not replace the full table in results.md
     stamp = time.strftime("%Y-%m-%d %H:%M")
     text = f"# privtune benchmarks\n\nRun {stamp} on {machine()}.\n\n{table}\n"
     (Path(__file__).parent / "results.md").write_text(text, encoding="utf-8")

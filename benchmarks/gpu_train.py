@@ -47,7 +47,7 @@ def dataset(seq: int, count: int, vocab: int):
 def run(name: str, method: str, shape: str, seq: int, steps: int, batch: int) -> dict:
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedTokenizerFast
     from trl import SFTConfig, SFTTrainer
     from tokenizers import Tokenizer, models
 

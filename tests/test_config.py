@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from privtune.config import RECIPE_DIRS, build_config, load_recipe
+from privtune.config import build_config, load_recipe
 from privtune.errors import PrivtuneError
 from privtune.train.config import METHODS, TrainConfig
 

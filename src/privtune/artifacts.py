@@ -22,7 +22,6 @@ from typing import Any, Iterable
 from privtune.errors import PrivtuneError
 
 MANIFEST = "manifest.json"
-KINDS = ("dataset", "model", "eval")
 _VERSIONED = ("privtune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes")
 
 

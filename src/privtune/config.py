@@ -117,7 +117,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(option, value, key)
-            except ConfigValueError as exc:
+            except ConfigValueError:
                 errors.append(_type_name(option))
         raise ConfigValueError(key, f"expected {' or '.join(errors)}, got {value!r}")
     if origin is Literal:

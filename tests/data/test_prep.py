@@ -6,13 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from privtune.data import prep
-from privtune.errors import PrivtuneError
 from tests.conftest import FORMATS
 
 

@@ -2,10 +2,8 @@
 
 import json
 
-import pytest
 
 from privtune.endpoint import Endpoint
-from privtune.errors import PrivtuneError
 from privtune.eval import stage
 from privtune.eval.metrics import parse_verdict, score, wilson_interval
 

@@ -1,7 +1,6 @@
 """`privtune generate` against a real local HTTP server and the real openai client."""
 
 import json
-import os
 import signal
 import socket
 import subprocess

@@ -1,7 +1,6 @@
 """kill -9 in the middle of training, re-run the same command: it resumes and ends where an uninterrupted run ends."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

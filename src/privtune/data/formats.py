@@ -161,7 +161,7 @@ def detect_format(record: RawRecord) -> str:
         return "dolly"
     if "prompt" in keys and "completion" in keys:
         return "prompt_completion"
-    raise _fail(record, None, f"cannot tell the format from the fields {sorted(keys)}",) from None
+    raise _fail(record, None, f"cannot tell the format from the fields {sorted(keys)}")
 
 
 def _text(record: RawRecord, data: dict, field: str, *, required: bool = True, label: str | None = None) -> str:

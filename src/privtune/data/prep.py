@@ -13,7 +13,7 @@ from typing import Literal
 
 from privtune.artifacts import Artifact, Workspace, input_record, stable_hash, write_atomic
 from privtune.config import ConfigValueError, config_dict
-from privtune.data.formats import FORMATS, BadRecord, apply_mapping, detect_format, normalize, read_records
+from privtune.data.formats import BadRecord, apply_mapping, detect_format, normalize, read_records
 from privtune.data.render import choose_template, render_with_spans, tokenize_with_masks, tokenizer_fingerprint
 from privtune.errors import PrivtuneError
 from privtune.models.loading import load_tokenizer, resolve_model

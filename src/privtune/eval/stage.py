@@ -18,7 +18,7 @@ from privtune.config import ConfigValueError, config_dict
 from privtune.errors import PrivtuneError
 from privtune.eval.metrics import corpus_bleu, mean, score
 from privtune.models.inference import LoadedModel, load_for_inference
-from privtune.ui import console, quiet_libraries, track
+from privtune.ui import quiet_libraries, track
 
 
 @dataclass
@@ -38,14 +38,13 @@ class EvalConfig:
             raise ConfigValueError("max_new_tokens", "max_new_tokens and batch_size must be >= 1, limit >= 0")
 
 
-def find_dataset(model: LoadedModel, data: str | None, workspace: Workspace) -> Artifact:
+def find_dataset(trained: Artifact | None, data: str | None, workspace: Workspace) -> Artifact:
     """--data, or the dataset the model was trained on (its lineage)."""
     if data:
         artifact = workspace.resolve(data)
         if artifact is None or artifact.kind != "dataset":
             raise PrivtuneError(f"no dataset artifact '{data}'", field="--data", hint="privtune runs lists them")
         return artifact
-    trained = workspace.resolve(model.artifact_id) if model.artifact_id else None
     parents = trained.manifest.get("parents", []) if trained else []
     for parent in parents:
         artifact = workspace.resolve(parent)
@@ -135,8 +134,8 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
         data: str | None = None, judge=None, force: bool = False) -> tuple[Artifact, bool]:
     quiet_libraries()
     tuned = load_for_inference(model, workspace)
-    dataset = find_dataset(tuned, data, workspace)
     trained = workspace.resolve(tuned.artifact_id) if tuned.artifact_id else None
+    dataset = find_dataset(trained, data, workspace)
     if baseline is None and trained is not None:
         baseline = trained.manifest.get("base_model")
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,
@@ -209,7 +208,7 @@ def report(model: str, baseline: str | None, dataset: Artifact, metrics: dict, n
         lines += ["", f"Judge {j['model']}: tuned win rate {j['win_rate']:.3f} "
                       f"(95% CI {j['ci_low']:.3f}-{j['ci_high']:.3f}) over {j['decided']} judged pairs; "
                       f"{j['unparsed']} unparsed; order swapped on half."]
-    lines += [f"", *[f"- {n}" for n in notes]]
+    lines += ["", *[f"- {n}" for n in notes]]
     if chart:
         lines += ["", "![comparison](comparison.png)"]
     lines += ["", "![training loss](loss_curve.png)"]

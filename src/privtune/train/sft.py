@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from privtune.artifacts import Artifact, Workspace, stable_hash, write_atomic
+from privtune.artifacts import Artifact, Workspace, stable_hash
 from privtune.config import config_dict
 from privtune.errors import PrivtuneError
 from privtune.models.loading import ModelRef, load_tokenizer, resolve_model

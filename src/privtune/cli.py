@@ -219,6 +219,9 @@ def evaluate(
     judge_model: Optional[str] = typer.Option(None, "--judge-model", envvar="PRIVTUNE_JUDGE_MODEL"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Variable holding the judge's API key"),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a judge off this machine (it sees held-out data)"),
+    lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks, comma-separated "
+                                          "(extra: privtune[lm-eval])"),
+    lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="Folder of your own task YAMLs"),
     overrides: List[str] = SetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     force: bool = ForceOpt,
@@ -238,8 +241,13 @@ def evaluate(
         judge = Endpoint(judge_url, judge_model, api_key_env=api_key_env, allow_remote=allow_remote,
                          url_flag="--judge-url")
         judge.check()
+    tasks = None
+    if lm_eval:
+        from privtune.eval.harness import parse_tasks
+
+        tasks = parse_tasks(lm_eval)
     artifact, found = stage.run(model, config, _workspace(workspace), baseline=baseline, data=data, judge=judge,
-                                force=force)
+                                lm_eval=tasks, lm_eval_include=lm_eval_include, force=force)
     if found:
         console.print(f"found an identical evaluation (--force to redo): {artifact.path}")
     _print_compare([artifact])
@@ -274,6 +282,11 @@ def _print_compare(artifacts) -> None:
         values = [a.manifest["metrics"]["models"][label].get(metric) for a, label in columns]
         if any(v is not None for v in values):
             table.add_row(metric, *(f"{v:.4f}" if isinstance(v, float) else "-" for v in values))
+    harness = [(a.manifest["metrics"].get("lm_eval") or {}).get(label, {}) for a, label in columns]
+    for task in dict.fromkeys(t for scores in harness for t in scores):
+        for metric in dict.fromkeys(m for scores in harness for m in scores.get(task, {}) if "_stderr" not in m):
+            values = [scores.get(task, {}).get(metric) for scores in harness]
+            table.add_row(f"{task} {metric.split(',')[0]}", *(f"{v:.4f}" if v is not None else "-" for v in values))
     for a in artifacts:
         judge = a.manifest["metrics"].get("judge")
         if judge:

@@ -32,6 +32,8 @@ class EvalConfig:
     limit: int = 0
     """Evaluate at most this many examples (0: all)."""
     seed: int = 42
+    lm_eval_chat_template: bool = False
+    """Wrap lm-eval prompts in the model's chat template (fairer to a chat fine-tune)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.limit < 0:
@@ -131,26 +133,38 @@ def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict],
 
 
 def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str | None = None,
-        data: str | None = None, judge=None, force: bool = False) -> tuple[Artifact, bool]:
+        data: str | None = None, judge=None, lm_eval: list[str] | None = None, lm_eval_include: Path | None = None,
+        force: bool = False) -> tuple[Artifact, bool]:
     quiet_libraries()
+    if lm_eval:
+        from privtune.eval.harness import check_tasks
+
+        check_tasks(lm_eval, lm_eval_include)  # before minutes of loading and generating
     tuned = load_for_inference(model, workspace)
     trained = workspace.resolve(tuned.artifact_id) if tuned.artifact_id else None
     dataset = find_dataset(trained, data, workspace)
     if baseline is None and trained is not None:
         baseline = trained.manifest.get("base_model")
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,
-                               "config": config_dict(config), "judge": judge.describe() if judge else None})
+                               "config": config_dict(config), "judge": judge.describe() if judge else None,
+                               "lm_eval": lm_eval, "lm_eval_tasks": folder_digest(lm_eval_include)})
     existing = workspace.get("eval", artifact_id)
     if existing and not force:
         return existing, True
     split, rows, tokenized = split_rows(dataset, config.limit)
     staging = workspace.stage("eval", artifact_id)
-    results, answers = {}, {}
+    results, answers, harness = {}, {}, {}
     for label, ref in (("tuned", tuned), ("baseline", baseline)):
         if ref is None:
             continue
         loaded = ref if isinstance(ref, LoadedModel) else load_for_inference(ref, workspace)
         results[label], answers[label] = evaluate_model(loaded, rows, tokenized, config)
+        if lm_eval:
+            from privtune.eval.harness import run_harness
+
+            harness[label] = run_harness(loaded, lm_eval, lm_eval_include, batch_size=config.batch_size,
+                                         limit=config.limit, chat_template=config.lm_eval_chat_template,
+                                         seed=config.seed)
         write_json_atomic(staging.path / "metrics.json", results)  # partial results survive a later failure
     notes = [] if answers.get("tuned") else ["the data has no reference answers: generation metrics skipped"]
     judge_summary = None
@@ -162,7 +176,8 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     if trained is not None and (trained.path / "loss_curve.png").is_file():
         shutil.copy(trained.path / "loss_curve.png", staging.path / "loss_curve.png")
     chart = plot_comparison(results, staging.path / "comparison.png")
-    metrics = {"split": split, "examples": len(rows), "models": results, "judge": judge_summary}
+    metrics = {"split": split, "examples": len(rows), "models": results, "judge": judge_summary,
+               "lm_eval": harness or None}
     write_json_atomic(staging.path / "metrics.json", metrics)
     write_atomic(staging.path / "report.md", report(tuned.name, baseline, dataset, metrics, notes, chart is not None))
     parents = [p for p in (tuned.artifact_id, dataset.id) if p]
@@ -170,6 +185,16 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
                 "dataset": dataset.id, "config": config_dict(config), "seed": config.seed, "metrics": metrics,
                 "notes": notes, "judge": judge.describe() if judge else None}
     return staging.finish(manifest), False
+
+
+def folder_digest(folder: Path | None) -> str | None:
+    """Task YAMLs and data files change the scores, so they are part of the eval's identity."""
+    if folder is None or not folder.is_dir():
+        return None
+    import hashlib
+
+    return stable_hash({str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(folder.rglob("*")) if p.is_file()})
 
 
 def write_samples(path: Path, rows: list[dict], answers: dict, results: dict) -> None:
@@ -197,6 +222,22 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def harness_rows(harness: dict) -> list[tuple[str, ...]]:
+    """One row per task and metric (stderr folded in), one column per model."""
+    labels = list(harness)
+    first = harness[labels[0]]
+    rows = []
+    for task, scores in first.items():
+        for metric in (m for m in scores if "_stderr" not in m):
+            cells = []
+            for label in labels:
+                value = harness[label].get(task, {}).get(metric)
+                stderr = harness[label].get(task, {}).get(metric.replace(",", "_stderr,", 1))
+                cells.append("-" if value is None else f"{value:.4f}" + (f" ± {stderr:.4f}" if stderr else ""))
+            rows.append((task, metric.split(",")[0], *cells))
+    return rows
+
+
 def report(model: str, baseline: str | None, dataset: Artifact, metrics: dict, notes: list[str], chart: bool) -> str:
     labels = list(metrics["models"])
     lines = [f"# Evaluation of {model}", "", f"Baseline: {baseline or '(none)'}. Data: dataset {dataset.id}, "
@@ -208,6 +249,10 @@ def report(model: str, baseline: str | None, dataset: Artifact, metrics: dict, n
         lines += ["", f"Judge {j['model']}: tuned win rate {j['win_rate']:.3f} "
                       f"(95% CI {j['ci_low']:.3f}-{j['ci_high']:.3f}) over {j['decided']} judged pairs; "
                       f"{j['unparsed']} unparsed; order swapped on half."]
+    if metrics.get("lm_eval"):
+        lines += ["", "lm-evaluation-harness:", "", "| task | metric | " + " | ".join(metrics["lm_eval"]) + " |",
+                  "|---|---|" + "---|" * len(metrics["lm_eval"])]
+        lines += ["| " + " | ".join(row) + " |" for row in harness_rows(metrics["lm_eval"])]
     lines += ["", *[f"- {n}" for n in notes]]
     if chart:
         lines += ["", "![comparison](comparison.png)"]

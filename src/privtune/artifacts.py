@@ -121,15 +121,20 @@ class Staging:
         }
         write_json_atomic(self.path / MANIFEST, manifest)
         final = self.workspace.root / f"{self.kind}-{self.id}"
+        trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
         try:
             if final.exists():  # --force: the old one is replaced, never merged
-                trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
                 os.rename(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.rename(self.path, final)
+            try:
+                os.rename(self.path, final)
+            except OSError:
+                if trash.exists():
+                    os.rename(trash, final)  # the old artifact stays if the new one cannot take its place
+                raise
         except OSError as exc:
             raise PrivtuneError(f"cannot move the finished artifact into place: {exc.strerror or exc}",
                                 source=str(final)) from None
+        shutil.rmtree(trash, ignore_errors=True)
         return Artifact(final, manifest)
 
 

@@ -6,6 +6,7 @@ instant, so torch/transformers/datasets are imported inside the stages that need
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -32,6 +33,9 @@ def _private_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+
+
 def handles_errors(command: Callable) -> Callable:
     """Show PrivtuneError as one clear message and exit 2; never a traceback for bad input."""
 
@@ -43,6 +47,14 @@ def handles_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except PrivtuneError as exc:
             console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            console.print(f"[bold red]error:[/] cannot write{where}: {exc.strerror}. Finished artifacts are untouched; "
+                          "free space or make the workspace writable, then re-run the same command to resume",
+                          markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: nothing finished was overwritten; re-run to resume")

@@ -18,6 +18,7 @@ class FakeJudge(FakeTeacher):
 
     async def judge(self, request: Request):
         self.requests += 1
+        self.auth_header_seen.append(request.headers.get("authorization", ""))
         text = (await request.json())["messages"][0]["content"]
         a = re.search(r"Answer A:\n(.*?)\n\nAnswer B:", text, re.DOTALL).group(1)
         verdict = "Winner: A" if _is_json(a) else "Winner: B"

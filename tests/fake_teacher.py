@@ -2,7 +2,7 @@
 
 No LLM runs here: each chat request gets a numbered batch of distinct made-up tasks. `faults` is a
 queue of what the next requests get instead: an HTTP status, "timeout" (answer after the client
-gave up), "malformed" (no choices), "empty" (empty content), "truncated" (finish_reason length).
+gave up), "echo_auth" (a 400 quoting the request's headers), "malformed" (no choices), "empty" (empty content), "truncated" (finish_reason length).
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ class FakeTeacher:
         fault = self.faults.popleft() if self.faults else None
         if self.latency:
             await asyncio.sleep(self.latency)
+        if fault == "echo_auth":  # a careless server that quotes the request back in its error
+            message = f"bad request: {dict(request.headers)}"
+            return JSONResponse({"error": {"message": message}}, status_code=400)
         if isinstance(fault, int):
             return JSONResponse({"error": {"message": f"scripted {fault}"}}, status_code=fault)
         if fault == "timeout":

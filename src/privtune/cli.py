@@ -33,6 +33,12 @@ def _private_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+@app.callback()
+def _every_command() -> None:
+    """Runs before any command: privacy defaults first, whatever the command imports later."""
+    _private_defaults()
+
+
 DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
@@ -93,7 +99,6 @@ def prep(
     force: bool = ForceOpt,
 ):
     """Turn your own records into a training-ready dataset artifact."""
-    _private_defaults()
     from privtune.config import build_config, apply_overrides
     from privtune.data import prep as stage
     from privtune.ui import console
@@ -131,7 +136,6 @@ def generate(
     force: bool = ForceOpt,
 ):
     """Have a teacher model write instruction data from a few seeds or your documents."""
-    _private_defaults()
     from privtune.config import apply_overrides, build_config
     from privtune.endpoint import Endpoint
     from privtune.generate import stage
@@ -177,7 +181,6 @@ def train(
     force: bool = ForceOpt,
 ):
     """Fine-tune a model on a dataset with a recipe (full, lora, qlora, prompt-tuning)."""
-    _private_defaults()
     if num_gpus > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_with_accelerate(num_gpus, accelerate_config)
         return
@@ -239,7 +242,6 @@ def evaluate(
     force: bool = ForceOpt,
 ):
     """Score a fine-tuned model against its baseline on held-out data."""
-    _private_defaults()
     from privtune.config import apply_overrides, build_config
     from privtune.endpoint import Endpoint
     from privtune.eval import stage
@@ -319,7 +321,6 @@ def serve(
     workspace: Optional[Path] = WorkspaceOpt,
 ):
     """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
-    _private_defaults()
     import uvicorn
 
     from privtune.models.inference import load_for_inference
@@ -344,7 +345,6 @@ def base_model(
     overrides: List[str] = SetOpt,
 ):
     """Build a small random-init base model offline (for demos and tests; no hub needed)."""
-    _private_defaults()
     from privtune.config import apply_overrides, build_config
     from privtune.models.tiny import TinyModelConfig, build_tiny_model
 

@@ -23,6 +23,9 @@ from privtune.train.config import TrainConfig
 from privtune.ui import console, quiet_libraries
 
 
+USER_WANDB_DIR = os.environ.get("WANDB_DIR")
+
+
 @dataclass
 class TrainOptions:
     """What the command line adds to the recipe: not part of the artifact's identity."""
@@ -189,15 +192,15 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
 
     quiet_libraries()
     torch.set_num_threads(choose_threads(config))
-    if config.report_to == "wandb" and not options.wandb_sync:
-        os.environ["WANDB_MODE"] = "offline"
+    if config.report_to == "wandb":  # offline unless asked; privtune's own defaults set offline too
+        os.environ["WANDB_MODE"] = "online" if options.wandb_sync else "offline"
     staging = workspace.stage("model", artifact_id, fresh=options.force or not options.resume)
     checkpoints = staging.path / "checkpoints"
     resume_from = last_complete_checkpoint(checkpoints)
     if resume_from:
         console.print(f"resuming from {resume_from.name}")
     if config.report_to == "wandb":
-        os.environ.setdefault("WANDB_DIR", str(staging.path))
+        os.environ["WANDB_DIR"] = USER_WANDB_DIR or str(staging.path)  # this run's, not an earlier run's
     flags = precision_flags(config)
     base = load_model(model_ref, config, flags["_dtype"])
     is_seq2seq = bool(base.config.is_encoder_decoder)

@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export WANDB_MODE := offline
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench fresh-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+fresh-check:  # clone the committed tree into a temp dir, run the README's two commands there, report times
+	bash scripts/fresh_check.sh
 
 clean:
 	rm -rf $(DEMO) bench-out privtune-runs

@@ -10,7 +10,7 @@ from common import SHARED_SEEDS, Row
 
 BRUTE = 1_500     # brute force is O(n^2) at ~50 us a pair: measured on this many, projected beyond
 INDEXED = 4_000
-STREAM = 20_000   # the issue asks 70,000; on this self-similar stream the filter is still ~quadratic
+STREAM = 70_000
 
 
 def instructions(count: int, seed: int) -> tuple[list[str], str]:
@@ -91,7 +91,7 @@ def rows() -> list[Row]:
             f"{pairs(ours_4k):,} pairs x measured per-pair time)", projected_4k / ours_4k_s, ">= 500x",
             projected_4k / ours_4k_s >= 500 and identical, f"{kept_4k:,} kept of {INDEXED:,}"),
         Row(f"near-dup filter, {STREAM:,}-candidate stream", f"{stream_s:.1f} s", "-", None,
-            "70,000 in <= 30 s", False if stream_s > 30 else None,
-            f"{sum(stream_decisions):,} kept; 70,000 not run: recombined instructions share halves with "
-            f"hundreds of others, so candidates per query grow with the stream (target not met)"),
+            "70,000 in <= 30 s", stream_s <= 30,
+            f"{sum(stream_decisions):,} kept; brute force not run (projected "
+            f"{per_pair * pairs(stream_decisions) / 3600:.0f} h at the measured per-pair time)"),
     ]

@@ -4,7 +4,7 @@ import random
 
 from rouge_score import rouge_scorer
 
-from privtune.generate.neardup import NearDuplicateIndex, rouge_l_f, rouge_tokens
+from privtune.generate.neardup import NearDuplicateIndex, lcs_length, lcs_length_table, rouge_l_f, rouge_tokens
 
 WORDS = "write a short poem about the sea give me three tips for sleeping better explain why sky is blue list".split()
 
@@ -58,3 +58,20 @@ def test_empty_text_is_never_a_duplicate():
     index = NearDuplicateIndex()
     index.add("!!!")
     assert not index.is_near_duplicate("???")
+
+
+def test_bit_parallel_lcs_equals_the_table():
+    rng = random.Random(1)
+    for _ in range(3000):
+        a = [rng.choice("abcde") for _ in range(rng.randint(0, 70))]  # past 64 tokens: big-integer rows
+        b = [rng.choice("abcdef") for _ in range(rng.randint(0, 70))]
+        assert lcs_length(a, b) == lcs_length_table(a, b) == lcs_length(b, a)
+
+
+def test_best_match_finds_the_best_and_rejecting_needs_only_one():
+    index = NearDuplicateIndex()
+    for text in ("give me three tips for sleeping better tonight", "give me three tips for sleeping better"):
+        index.add(text)
+    score, which = index.best_match("give me three tips for sleeping better")
+    assert which == 1 and score == 1.0
+    assert index.is_near_duplicate("give me three good tips for sleeping better")

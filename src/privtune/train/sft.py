@@ -47,8 +47,9 @@ def resolve_dataset(data: str, model: str, config: TrainConfig, workspace: Works
     if Path(data).is_file():
         from privtune.data import prep
 
-        console.print("--data is a file: preparing it for the model first (privtune prep)")
-        artifact, _ = prep.run([Path(data)], model, prep.PrepConfig(), workspace)
+        artifact, found = prep.run([Path(data)], model, prep.PrepConfig(), workspace)
+        how = "found its identical prep" if found else "prepared it for the model first (privtune prep)"
+        console.print(f"--data is a file: {how}: dataset {artifact.id}")
         return artifact
     raise PrivtuneError(f"no dataset artifact or file '{data}'", field="--data",
                         hint="pass a dataset id from `privtune runs`, or a records file")

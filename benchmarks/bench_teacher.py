@@ -42,6 +42,7 @@ def make_client(kind: str, url: str, k: int):
 async def measure(kind: str, url: str, k: int) -> tuple[float, float]:
     """(achieved / limit, client CPU ms per request)."""
     create, close = make_client(kind, url, k)
+    await create(model="bench", messages=MESSAGES, max_tokens=512)  # warm-up: first-use costs are not throughput
 
     async def worker():
         for _ in range(ROUNDS):

@@ -46,6 +46,7 @@ def test_the_key_is_used_but_never_written(tiny_model, tuned_model, tmp_path, cl
     scanned = files_under(tmp_path, tuned_workspace.root, Path.home() / ".config" / "wandb",
                           Path.home() / ".cache" / "wandb", Path.home() / ".netrc")
     hits = [p for p in scanned if KEY.encode() in p.read_bytes()]
+    print(f"\nsecrets scan: {len(scanned)} files, {len(hits)} hits")
     assert len(scanned) > 50 and hits == []
     assert not any(KEY in out for out in outputs)
 

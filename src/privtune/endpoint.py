@@ -76,15 +76,15 @@ class Endpoint:
     def async_client(self, concurrency: int, lean: bool = False):
         """An AsyncOpenAI client whose connection pool holds `concurrency` connections, or privtune's
         lean client (same errors, retries and result types; `await client.create(**params)`)."""
-        import httpx2
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-
         self.check()
         if lean:
             from privtune.lean_client import LeanChatClient
 
             return LeanChatClient(self.base_url, self.api_key(), timeout=self.timeout, max_retries=self.max_retries,
                                   concurrency=concurrency)
+        import httpx2
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
         limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         return AsyncOpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
                            max_retries=self.max_retries, http_client=DefaultAsyncHttpxClient(limits=limits))

@@ -3,11 +3,11 @@
 A synthetic-data run keeps hundreds of requests in flight, so the client's CPU per request sets the
 ceiling (k requests in flight at latency L can reach k/L requests/s only if k x CPU-per-request
 stays well under L). Profiled against a local endpoint, `AsyncOpenAI.chat.completions.create`
-spends ~3 ms of CPU a request on its default transport: httpcore's pool scans every connection for
+spends 3-6 ms of CPU a request on its default transport: httpcore's pool scans every connection for
 every request (O(k) each, openai-python #1596, httpx #3215), the request's TypedDict transform walks
 every message, httpx builds and parses URLs and headers, and the response is built field by field.
-Even on its aiohttp backend ~1.5 ms remain. This client sends the same JSON with aiohttp's pool and
-validates the answer with pydantic's compiled validator, ~0.3 ms a request.
+Even on its aiohttp backend ~2 ms remain. This client sends the same JSON with aiohttp's pool and
+validates the answer with pydantic's compiled validator, 0.4-0.5 ms a request (benchmarks/bench_teacher.py).
 
 What stays the same, so callers cannot tell the difference: the result is an
 `openai.types.chat.ChatCompletion`; errors are the `openai` exception classes built by the `openai`
@@ -75,7 +75,6 @@ class LeanChatClient:
 
     def _completion(self, status: int, headers, payload: bytes):
         """Validated by pydantic-core; a server that leaves out fields still parses, as with openai's."""
-        import httpx2
         import openai
         from openai.types.chat import ChatCompletion
         from pydantic import ValidationError
@@ -90,13 +89,19 @@ class LeanChatClient:
                 return ChatCompletion.construct(**data)
         except ValueError:
             data = payload.decode("utf-8", "replace")
-        response = httpx2.Response(status, headers=dict(headers), content=payload, request=self._request())
-        raise openai.APIResponseValidationError(response, data, message="the response is not a chat completion")
+        raise openai.APIResponseValidationError(self._response(status, headers, payload), data,
+                                                message="the response is not a chat completion")
 
     def _request(self):
         import httpx2
 
         return httpx2.Request("POST", self.url)
+
+    def _response(self, status: int, headers, payload: bytes):
+        """The answer as the openai client would have seen it: only built on the error paths."""
+        import httpx2
+
+        return httpx2.Response(status, headers=dict(headers), content=payload, request=self._request())
 
     def _transport_error(self, exc: Exception):
         import openai
@@ -106,10 +111,7 @@ class LeanChatClient:
         return openai.APIConnectionError(request=self._request())
 
     def _status_error(self, status: int, headers, payload: bytes):
-        import httpx2
-
-        response = httpx2.Response(status, headers=dict(headers), content=payload, request=self._request())
-        return self._errors._make_status_error_from_response(response)
+        return self._errors._make_status_error_from_response(self._response(status, headers, payload))
 
     async def close(self) -> None:
         if self._session is not None:

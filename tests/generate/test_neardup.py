@@ -75,3 +75,10 @@ def test_best_match_finds_the_best_and_rejecting_needs_only_one():
     score, which = index.best_match("give me three tips for sleeping better")
     assert which == 1 and score == 1.0
     assert index.is_near_duplicate("give me three good tips for sleeping better")
+
+
+def test_one_long_instruction_with_thousands_of_new_words_is_indexed():
+    index = NearDuplicateIndex()
+    long_text = " ".join(f"word{i}" for i in range(3000))
+    index.add(long_text)
+    assert index.is_near_duplicate(long_text) and not index.is_near_duplicate("something else entirely")

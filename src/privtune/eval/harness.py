@@ -8,6 +8,7 @@ JSON files, which is how the tests run it offline.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from privtune.errors import PrivtuneError
@@ -23,8 +24,10 @@ def parse_tasks(text: str) -> list[str]:
     return tasks
 
 
+@functools.lru_cache(maxsize=4)
 def task_manager(include: Path | None):
-    """The harness's task registry, plus the user's own task folder; unknown names fail here, early."""
+    """The harness's task registry, plus the user's own task folder; built once (it indexes every task
+    folder, ~10 s) for the check and both models."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:

@@ -7,8 +7,9 @@ or already-kept instruction is above 0.7, by scoring it against all of them: O(n
   needs n > t*m/(2-t) and an overlap above t*m/(2-t) =: k-1 tokens of the candidate's m.
 - Both lists need that overlap (by symmetry, k(n) for the other), and with both sorted in one
   fixed global order, two lists sharing at least k tokens share one within their first len-k+1
-  (prefix filtering, as in set-similarity joins), and two within their first len-k+2 (SHARED). So each kept instruction is indexed by its
-  prefix only and each candidate probes with its prefix only; with rare tokens first (ranked by
+  (prefix filtering, as in set-similarity joins), and two within their first len-k+2 (SHARED).
+  So each kept instruction is indexed by its prefix only and each candidate probes with its
+  prefix only; with rare tokens first (ranked by
   their frequency in the seeds, fixed for the whole run so resumes see the same order), common
   words are never indexed or probed.
 - The candidates found get the length filter and the exact multiset-overlap bound all at once
@@ -169,7 +170,8 @@ class NearDuplicateIndex:
         self.lengths.append(len(ids))
         self.flat.extend(ids)
         if len(self.element_ids) > len(self.in_query):
-            self.in_query = np.concatenate([self.in_query, np.zeros(len(self.in_query), dtype=np.int32)])
+            grown = max(len(self.element_ids), 2 * len(self.in_query))
+            self.in_query = np.concatenate([self.in_query, np.zeros(grown - len(self.in_query), dtype=np.int32)])
         for element in prefix if tokens else ():
             self.postings.setdefault(self.element_ids[element], GrowingArray()).append(index)
 

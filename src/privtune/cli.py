@@ -27,7 +27,11 @@ ForceOpt = typer.Option(False, "--force", help="Recompute even if an identical a
 
 
 def _private_defaults() -> None:
-    """No telemetry, no hub pushes: set before any Hugging Face library is imported."""
+    """No telemetry, no hub pushes: set before any Hugging Face library is imported. Also idle OpenMP
+    threads sleep rather than spin (privtune.runtime.openmp_defaults), before torch is imported."""
+    from privtune.runtime import openmp_defaults
+
+    openmp_defaults()
     for key, value in {"HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline",
                        "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():
         os.environ.setdefault(key, value)
@@ -171,7 +175,8 @@ def train(
     model: str = typer.Option(..., "--model", "-m", help="Base model: path, hub id, or model artifact id"),
     recipe: str = typer.Option("lora", "--recipe", "-r", help="full, lora, qlora, prompt-tuning, or a YAML path"),
     overrides: List[str] = SetOpt,
-    merge: bool = typer.Option(False, "--merge", help="Also save adapter merged into full weights (safetensors)"),
+    merge: bool = typer.Option(False, "--merge", help="Also save adapter merged into full weights (safetensors, "
+                               "base dtype); an existing run is merged in place, not retrained"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run from its last checkpoint"),
     report_to: Optional[str] = typer.Option(None, "--report-to", help="none, wandb, tensorboard, trackio"),
     wandb_sync: bool = typer.Option(False, "--wandb-sync", help="Let wandb upload (it runs offline otherwise)"),
@@ -285,17 +290,30 @@ def compare(refs: List[str] = typer.Argument(..., help="Eval artifact ids"), wor
 
 
 def _print_compare(artifacts) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    from privtune.eval.stage import TABLE_METRICS
+    from privtune.eval.stage import TABLE_METRICS, cell, difference_cell, labels_of, verdict
     from privtune.ui import console
 
     columns = [(a, label) for a in artifacts for label in a.manifest["metrics"]["models"]]
-    table = Table("metric", *[f"{a.id[:8]} {label}" for a, label in columns], title="eval")
+    paired = [a for a in artifacts if a.manifest["metrics"].get("paired")]
+    where = (lambda a: f"\neval {a.id[:8]}") if len(artifacts) > 1 else (lambda a: "")
+    sizes = " / ".join(dict.fromkeys(str(a.manifest["metrics"]["examples"]) for a in artifacts))
+    caption = (f"[low, high]: 95% bootstrap interval over {sizes} examples; tuned − base: paired difference; "
+               "significant: sign test p < 0.05 (bleu: interval excludes 0)"
+               if any(a.manifest["metrics"].get("intervals") for a in artifacts) else None)
+    table = Table("metric", *[escape(labels_of(a.manifest)[label].replace(" (", "\n(", 1) + where(a))
+                              for a, label in columns],
+                  *[f"tuned − base{where(a)}" for a in paired], title="eval", caption=caption and escape(caption))
     for metric in TABLE_METRICS:
         values = [a.manifest["metrics"]["models"][label].get(metric) for a, label in columns]
         if any(v is not None for v in values):
-            table.add_row(metric, *(f"{v:.4f}" if isinstance(v, float) else "-" for v in values))
+            intervals = [(a.manifest["metrics"].get("intervals") or {}).get(label, {}).get(metric)
+                         for a, label in columns]
+            tests = [a.manifest["metrics"]["paired"].get(metric) for a in paired]
+            table.add_row(metric, *(escape(cell(v, ci)) for v, ci in zip(values, intervals)),
+                          *(escape(f"{difference_cell(t)}\n{verdict(t)}") if t else "-" for t in tests))
     harness = [(a.manifest["metrics"].get("lm_eval") or {}).get(label, {}) for a, label in columns]
     for task in dict.fromkeys(t for scores in harness for t in scores):
         for metric in dict.fromkeys(m for scores in harness for m in scores.get(task, {}) if "_stderr" not in m):
@@ -334,6 +352,28 @@ def serve(
         console.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach it can use it")
     console.print(f"serving '{served}' at http://{host}:{port}/v1 (model name: {served})")
     uvicorn.run(create_app(loaded, served, api_key), host=host, port=port, log_level="warning")
+
+
+@app.command("import")
+@handles_errors
+def import_model(
+    gguf: Path = typer.Argument(..., help="A .gguf file (e.g. from Ollama or llama.cpp), or a folder holding one"),
+    template: Optional[str] = typer.Option(None, "--template", help="Chat template when the file has none (or to "
+                                           "replace it): chatml, alpaca, a .jinja file, or none"),
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Convert a GGUF model into a model artifact (any --model also accepts a .gguf and does this once)."""
+    from privtune.models.gguf import find_gguf, import_gguf
+    from privtune.ui import console
+
+    path = find_gguf(str(gguf))
+    if path is None:
+        raise PrivtuneError("not a .gguf file nor a folder holding one", source=str(gguf), field="GGUF")
+    artifact, found = import_gguf(path, _workspace(workspace), template, force=force)
+    if found:
+        console.print(f"found an identical import, not converted again (--force to redo): {artifact.path}")
+    typer.echo(f"model {artifact.id} -> {artifact.path}")
 
 
 @app.command("base-model")

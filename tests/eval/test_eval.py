@@ -1,11 +1,14 @@
 """`privtune eval`: tuned against base on held-out data, report files, judge with the order swapped."""
 
 import json
+import re
 
+import pytest
 
 from privtune.endpoint import Endpoint
 from privtune.eval import stage
 from privtune.eval.metrics import parse_verdict, score, wilson_interval
+from privtune.models.inference import load_for_inference
 
 
 def test_tuned_beats_base_and_the_report_is_written(tuned_model, cli):
@@ -23,6 +26,70 @@ def test_tuned_beats_base_and_the_report_is_written(tuned_model, cli):
     assert "| rouge_l |" in (evaluation.path / "report.md").read_text()
     code, out = cli("compare", evaluation.id, "--workspace", workspace.root)
     assert code == 0 and "rouge_l" in out
+
+
+def test_every_figure_has_an_interval_and_the_gain_a_paired_test(tuned_model, cli):
+    artifact, workspace = tuned_model
+    evaluation, _ = stage.run(artifact.id, stage.EvalConfig(limit=16, max_new_tokens=32), workspace)
+    metrics = json.loads((evaluation.path / "metrics.json").read_text())
+    assert metrics["models"] == evaluation.manifest["metrics"]["models"]  # the floats stay where they were
+    for label in ("tuned", "baseline"):
+        assert set(metrics["intervals"][label]) == set(stage.TABLE_METRICS)
+        for metric, (low, high) in metrics["intervals"][label].items():
+            assert low <= metrics["models"][label][metric] <= high, (label, metric)
+    assert 0 < metrics["intervals"]["tuned"]["rouge_l"][1] - metrics["intervals"]["tuned"]["rouge_l"][0] < 0.5
+    paired = metrics["paired"]
+    assert set(paired) == set(stage.TABLE_METRICS)
+    # the tuned model's loss is lower on every one of the 16 examples: sign test p = 2 / 2^16
+    loss = paired["loss"]
+    tuned, base = metrics["models"]["tuned"], metrics["models"]["baseline"]
+    assert loss["difference"] == pytest.approx(tuned["loss"] - base["loss"])
+    assert (loss["wins"], loss["losses"], loss["ties"]) == (16, 0, 0) and loss["p_value"] == pytest.approx(2 / 2 ** 16)
+    assert loss["ci"][1] < 0 and loss["significant"] and loss["better"] == "tuned"
+    assert paired["json_field_accuracy"]["significant"] and paired["json_field_accuracy"]["better"] == "tuned"
+    assert paired["bleu"]["test"] == "paired bootstrap" and paired["bleu"]["ci"][0] > 0
+
+    report = (evaluation.path / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| metric |"))
+    assert f"tuned (model {artifact.id[:8]})" in header and "base (tiny-llama)" in header
+    assert evaluation.id not in header and "significant at 0.05" in header
+    assert re.search(r"^\| rouge_l \| \d\.\d{4} \[\d\.\d\d, \d\.\d\d\] \| ", report, re.MULTILINE)
+    assert re.search(r"^\| json_field_accuracy \|.*\| 16/0/0 \| yes, tuned better \(p=3\.05e-05\) \|$", report,
+                     re.MULTILINE)
+    assert "On these 16 examples, at the 0.05 level: tuned better: loss," in report
+    code, out = cli("compare", evaluation.id, "--workspace", workspace.root)
+    assert code == 0 and f"(model {artifact.id[:8]})" in out and "(tiny-llama)" in out  # role and name: 2 lines
+    assert "tuned better" in out and "[low, high]" in out and evaluation.id[:8] not in out
+
+
+def test_identical_models_show_no_difference(tuned_model, cli):
+    artifact, workspace = tuned_model
+    evaluation, _ = stage.run(artifact.id, stage.EvalConfig(limit=8, max_new_tokens=24), workspace,
+                              baseline=artifact.id)
+    paired = evaluation.manifest["metrics"]["paired"]
+    assert set(paired) == set(stage.TABLE_METRICS)
+    for metric, test in paired.items():
+        assert test["difference"] == 0 and test["ci"] == [0, 0] and not test["significant"], metric
+        if metric != "bleu":
+            assert test["ties"] == 8 and test["p_value"] == 1.0, metric
+    report = (evaluation.path / "report.md").read_text()
+    assert "at the 0.05 level: no significant difference: loss, perplexity," in report
+    assert "tuned better" not in report and f"base (model {artifact.id[:8]})" in report
+    other, _ = stage.run(artifact.id, stage.EvalConfig(limit=16, max_new_tokens=32), workspace)
+    code, out = cli("compare", evaluation.id, other.id, "--workspace", workspace.root)
+    assert code == 0 and evaluation.id[:8] in out and other.id[:8] in out  # two evals: columns say which
+    assert "8 / 16 examples" in out
+
+
+def test_labels_and_cells():
+    assert stage.model_label("tuned", "3f2a1b2c4d5e") == "tuned (model 3f2a1b2c)"
+    assert stage.model_label("base", "HuggingFaceTB/SmolLM2-135M-Instruct") == "base (SmolLM2-135M-Instruct)"
+    assert stage.model_label("base", "/models/" + "x" * 40) == "base (" + "x" * 27 + "…)"
+    assert stage.cell(0.8, [0.7, 0.8912]) == "0.8000 [0.70, 0.89]" and stage.cell(None) == "-"
+    # an eval without a baseline, or written before intervals existed: plain figures, no paired columns
+    assert stage.table_rows({"models": {"tuned": {"loss": 1.5, "bleu": None}}}) == [("loss", "1.5000")]
+    assert stage.labels_of({"model": "3f2a1b2c4d5e", "baseline": None, "metrics": {}}) == {
+        "tuned": "tuned (model 3f2a1b2c)", "baseline": "base"}
 
 
 def test_judge_swaps_order_and_counts_unparsed(tuned_model):
@@ -65,3 +132,19 @@ def test_metrics():
     assert parse_verdict("Reasoning.\\nWinner: B".split("\\n")[-1]) == "B" and parse_verdict("I think so") is None
     low, high = wilson_interval(8, 10)
     assert 0.4 < low < 0.8 < high < 1.0
+
+
+def test_batched_loss_equals_one_example_at_a_time(tuned_model, tickets_dataset):
+    """The loss pass batches (padding masked out); each example's figures are the unbatched ones."""
+    import pyarrow.parquet as pq
+
+    from privtune.eval.stage import held_out_loss, single_example_loss
+
+    artifact, workspace = tuned_model
+    loaded = load_for_inference(artifact.id, workspace)
+    rows = pq.read_table(tickets_dataset.path / "tokenized" / "test.parquet").to_pylist()
+    assert len({len(r["input_ids"]) for r in rows}) > 1  # batches really pad
+    _, batched = held_out_loss(loaded, rows, batch_size=8)
+    for (total, count), row in zip(batched, rows):
+        alone, alone_count = single_example_loss(loaded, row)
+        assert count == alone_count and abs(total - alone) < 1e-4 * max(1.0, abs(alone))

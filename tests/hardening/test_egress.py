@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, smol_gguf_path
 from tests.fake_judge import FakeJudge
 from tests.fake_teacher import FakeTeacher, _free_port
 
@@ -22,6 +22,7 @@ UNSET = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "WANDB_MODE", "DO_NOT_TRA
 
 
 @pytest.mark.slow
+@pytest.mark.real_model
 def test_no_command_reaches_off_the_machine(tmp_path):
     log = tmp_path / "egress.log"
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
@@ -52,6 +53,7 @@ def test_no_command_reaches_off_the_machine(tmp_path):
         evaluation = last_id(privtune("eval", "--model", tuned, "--judge-url", judge.url, "--judge-model",
                                       judge.model, "--set", "limit=4", "--set", "max_new_tokens=8", "--workspace", runs))
     privtune("compare", evaluation, "--workspace", runs)
+    privtune("import", smol_gguf_path(), "--workspace", runs)  # the real GGUF, converted with the hub variables unset
     privtune("runs", "--workspace", runs)
     privtune("show", tuned, "--workspace", runs)
     port = _free_port()
@@ -77,7 +79,7 @@ def test_no_command_reaches_off_the_machine(tmp_path):
     settings = [ast.literal_eval(line) for line in (tmp_path / "egress.log.env").read_text().splitlines()]
     # every command that exits normally reports its settings (serve is stopped by a signal)
     assert {s["argv"][0] for s in settings if s["argv"]} >= {"base-model", "prep", "train", "generate", "eval",
-                                                              "compare", "runs", "show"}
+                                                              "compare", "import", "runs", "show"}
     assert all(s["HF_HUB_DISABLE_TELEMETRY"] == "1" and s["WANDB_MODE"] == "offline" and s["DO_NOT_TRACK"] == "1"
                for s in settings)
 

@@ -1,4 +1,11 @@
-"""Load a model for inference: a model artifact (adapter on its base, or full weights) or a path."""
+"""Load a model for inference: a model artifact (adapter on its base, or full weights) or a path.
+
+Eval and serve both come through here, so they share the device, dtype and thread choices of
+privtune.runtime: the best device, the model's own dtype there (float32 on a CPU), one torch
+thread per physical core (PRIVTUNE_THREADS overrides). The tokenizer, and with it the chat
+template, comes from the artifact's own folder: the template the model was trained with.
+Callers move their inputs to `model.device`.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +22,27 @@ class LoadedModel:
     model: object
     tokenizer: object
     artifact_id: str | None
+    device: str = "cpu"
+    threads: int | None = None
 
 
-def load_for_inference(ref: str, workspace: Workspace) -> LoadedModel:
+def load_for_inference(ref: str, workspace: Workspace, device: str | None = None) -> LoadedModel:
     """Merged weights if the artifact has them; else the adapter applied to its base model."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from privtune.runtime import apply_threads, best_device, compute_dtype, saved_dtype
+
+    threads = apply_threads()
+    device = device or best_device()
     model_ref = resolve_model(ref, workspace)
     artifact = model_ref.artifact
     adapter = artifact is not None and artifact.manifest.get("adapter") and not (artifact.path / "merged").is_dir()
     base_location = artifact.manifest["base_model"] if adapter else model_ref.location
     try:
-        auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(base_location).is_encoder_decoder \
-            else AutoModelForCausalLM
-        model = auto.from_pretrained(base_location, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(base_location)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(base_location, dtype=compute_dtype(saved_dtype(config), device),
+                                     **({} if device == "cpu" else {"device_map": device}))
         if adapter:
             from peft import PeftModel
 
@@ -38,4 +51,5 @@ def load_for_inference(ref: str, workspace: Workspace) -> LoadedModel:
         raise PrivtuneError(f"cannot load model '{ref}': {str(exc).splitlines()[0]}", field="--model") from None
     model.eval()
     tokenizer = load_tokenizer(model_ref)
-    return LoadedModel(artifact.id if artifact else ref, model, tokenizer, artifact.id if artifact else None)
+    name = artifact.id if artifact else ref
+    return LoadedModel(name, model, tokenizer, artifact.id if artifact else None, device, threads)

@@ -22,8 +22,14 @@ class ModelRef:
 
 
 def resolve_model(ref: str, workspace: Workspace) -> ModelRef:
-    """A model artifact (its weights folder), a local directory, or a hub id `org/name`."""
+    """A model artifact (its weights folder), a GGUF file (converted once into an artifact), a local
+    directory, or a hub id `org/name`."""
     artifact = workspace.resolve(ref)
+    if artifact is None:
+        from privtune.models.gguf import find_gguf, resolve_gguf
+
+        gguf = find_gguf(ref)
+        artifact = resolve_gguf(gguf, workspace) if gguf else None
     if artifact is not None:
         if artifact.kind != "model":
             raise PrivtuneError(f"'{ref}' is a {artifact.kind} artifact, not a model", field="--model")
@@ -32,7 +38,8 @@ def resolve_model(ref: str, workspace: Workspace) -> ModelRef:
     path = Path(ref)
     if path.exists():
         if not (path / "config.json").is_file():
-            raise PrivtuneError("not a model directory (no config.json)", source=str(path), field="--model")
+            raise PrivtuneError("not a model directory (no config.json) nor a GGUF file", source=str(path),
+                                field="--model")
         return ModelRef(str(path.resolve()))
     if ref.count("/") == 1 and not ref.startswith((".", "/")):
         return ModelRef(ref)  # a hub id; from_pretrained finds it in the local cache or downloads it

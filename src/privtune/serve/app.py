@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from privtune.models.inference import LoadedModel
+from privtune.models.stopping import stop_token_ids
 
 
 class Message(BaseModel):
@@ -53,14 +54,19 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 
 
 class Generator:
-    """Runs generate() one request at a time, streaming text pieces through a queue."""
+    """Runs generate() one request at a time, streaming text pieces through a queue.
+
+    Generation stops on any of the model's stop tokens: the chat template's end of turn as well as the
+    tokenizer's eos, which differ for many chat models (models/stopping.py).
+    """
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
         self.lock = threading.Lock()
+        self.stops = stop_token_ids(loaded.model, loaded.tokenizer)
 
     def encode(self, text: str):
-        return self.loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        return self.loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.loaded.model.device)
 
     def run(self, text: str, request: Sampling, on_text, cancelled: threading.Event) -> dict:
         import torch
@@ -92,7 +98,7 @@ class Generator:
                     with torch.no_grad():
                         result["ids"] = model.generate(**inputs, max_new_tokens=request.max_tokens,
                                                        pad_token_id=tokenizer.pad_token_id,
-                                                       eos_token_id=tokenizer.eos_token_id, streamer=streamer,
+                                                       eos_token_id=self.stops or None, streamer=streamer,
                                                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
                                                        **sampling)
                 except Exception as exc:  # surfaces below, in the request's thread
@@ -118,7 +124,7 @@ class Generator:
         if "error" in result:
             raise result["error"]
         new = result["ids"][0, inputs["input_ids"].shape[1]:]
-        if finish != "stop" and (new == tokenizer.eos_token_id).any():
+        if finish != "stop" and any(token in self.stops for token in new.tolist()):
             finish = "stop"
         return {"text": text_out, "finish_reason": finish, "prompt_tokens": int(inputs["input_ids"].shape[1]),
                 "completion_tokens": int(new.shape[0])}

@@ -75,7 +75,8 @@ class TrainConfig:
     save_total_limit: int = 2
     """Checkpoints kept."""
     threads: int = 0
-    """CPU threads for torch (0: one per physical core, capped at 4)."""
+    """CPU threads for torch (0: $PRIVTUNE_THREADS if set, else one per physical core this process may
+    use, capped at 4; see privtune.runtime)."""
     report_to: Literal["none", "wandb", "tensorboard", "trackio"] = "none"
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompt_tuning: PromptTuningSettings = field(default_factory=PromptTuningSettings)

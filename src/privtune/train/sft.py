@@ -65,11 +65,23 @@ def check_tokenizer(dataset: Artifact, tokenizer) -> None:
                             field="--data", hint="re-run `privtune prep` with this --model")
 
 
-def choose_threads(config: TrainConfig) -> int:
-    """One torch thread per physical core, at most 4: oversubscribed CPU threads slow training badly."""
-    if config.threads:
-        return config.threads
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+def adopt_dataset_template(tokenizer, dataset: Artifact) -> dict:
+    """Give the tokenizer the chat template the dataset was rendered with; returns where it came from.
+
+    The model learns the prompt format of its training data, and eval and serve prompt it with the
+    template saved in its tokenizer. Saving the base tokenizer's template instead would have a
+    model prepped with `--template alpaca` prompted in ChatML for ever after.
+    """
+    import hashlib
+
+    template = (dataset.path / "chat_template.jinja").read_text(encoding="utf-8")
+    named = dataset.manifest.get("config", {}).get("template")
+    changed = template != tokenizer.chat_template
+    tokenizer.chat_template = template
+    if changed:
+        console.print(f"chat template: '{named}', as dataset {dataset.id} was rendered; saved with the model")
+    return {"chat_template_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
+            "chat_template_source": {"dataset": dataset.id, "template": named, "differs_from_base": changed}}
 
 
 def precision_flags(config: TrainConfig) -> dict:
@@ -184,15 +196,21 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     dataset = resolve_dataset(data, model, config, workspace)
     tokenizer = load_tokenizer(model_ref)
     check_tokenizer(dataset, tokenizer)
+    if options.merge and config.method == "prompt-tuning":  # refuse before training, not after it
+        raise PrivtuneError("only LoRA/QLoRA adapters can be merged; prompt-tuning keeps its soft prompt",
+                            field="--merge", hint="train without --merge and serve the adapter as it is")
+    import torch
+
+    from privtune.runtime import apply_threads
+
+    quiet_libraries()
+    apply_threads(config.threads)
     artifact_id = artifact_id_for(dataset, model_ref, config)
     existing = workspace.get("model", artifact_id)
     if existing and not options.force:
-        return existing, True
+        return (merge_existing(existing) if options.merge else existing), True
 
-    import torch
-
-    quiet_libraries()
-    torch.set_num_threads(choose_threads(config))
+    template_info = adopt_dataset_template(tokenizer, dataset)
     if config.report_to == "wandb":  # offline unless asked; privtune's own defaults set offline too
         os.environ["WANDB_MODE"] = "online" if options.wandb_sync else "offline"
     staging = workspace.stage("model", artifact_id, fresh=options.force or not options.resume)
@@ -225,7 +243,64 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
                             "gradient_accumulation, lower max_length, or use --recipe qlora") from None
     end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
     return _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq,
-                   result, start_eval, end_eval, resume_from), False
+                   result, start_eval, end_eval, resume_from, template_info), False
+
+
+def merge_existing(artifact: Artifact) -> Artifact:
+    """`--merge` on a finished adapter artifact without merged/: merge it in place, no retraining.
+
+    merged/ is written in a temporary folder inside the artifact and renamed into place, then the
+    manifest says `merged: true` (written atomically): a killed merge leaves at most a hidden
+    temporary folder (removed by the next attempt), never a half-written merged/ that loading
+    would pick up.
+    """
+    from privtune.artifacts import MANIFEST, write_json_atomic
+
+    merged = artifact.path / "merged"
+    if not artifact.manifest.get("adapter"):
+        console.print("--merge: this model has full weights already; nothing to merge")
+        return artifact
+    if merged.is_dir():
+        console.print(f"--merge: merged/ is there already: {merged}")
+    else:
+        _merge_into_place(artifact, merged)
+        console.print(f"--merge: merged the adapter of the existing model in place, without retraining: {merged}")
+    if not artifact.manifest.get("merged"):
+        artifact.manifest["merged"] = True
+        write_json_atomic(artifact.path / MANIFEST, artifact.manifest)
+    return artifact
+
+
+def _merge_into_place(artifact: Artifact, merged: Path) -> None:
+    """Merge into `.merged-tmp-<pid>` beside merged/, then rename: readers see all of it or none."""
+    from privtune.train.export import merge_adapter
+
+    tmp = artifact.path / f".merged-tmp-{os.getpid()}"
+    for stale in artifact.path.glob(".merged-tmp-*"):
+        if stale == tmp or not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # not a running merge's folder
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        merge_adapter(artifact.manifest["base_model"], artifact.path / "model", tmp,
+                      bool(artifact.manifest.get("seq2seq")))
+        os.rename(tmp, merged)
+    except OSError as exc:
+        if not merged.is_dir():  # else a concurrent merge got there first: the same weights
+            raise PrivtuneError(f"cannot write merged/: {exc.strerror or exc}", source=str(merged),
+                                hint="check free disk space and that the workspace is writable") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def resolve_packing(config: TrainConfig, use_cpu: bool) -> str:
@@ -282,7 +357,7 @@ def _log_line(path: Path, record: dict) -> None:
 
 
 def _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq, result,
-            start_eval, end_eval, resume_from) -> Artifact:
+            start_eval, end_eval, resume_from, template_info) -> Artifact:
     """Save weights or adapter, merge if asked, plot the curve, drop checkpoints, publish the artifact."""
     from privtune.train.export import merge_adapter, plot_loss_curve, read_metrics
 
@@ -314,7 +389,7 @@ def _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is
         "base_model": model_ref.location, "method": config.method, "adapter": is_adapter,
         "merged": bool(options.merge and is_adapter), "seq2seq": is_seq2seq, "config": config_dict(config),
         "seed": config.seed, "metrics": summary, "device": "cuda" if not trainer.args.use_cpu else "cpu",
-        "tokenizer_fingerprint": dataset.manifest["tokenizer_fingerprint"],
+        "tokenizer_fingerprint": dataset.manifest["tokenizer_fingerprint"], **template_info,
     }
     return staging.finish(manifest)
 

@@ -1,0 +1,208 @@
+"""GGUF in: turn a `.gguf` file (what Ollama and llama.cpp run) into a model artifact, once.
+
+transformers' GGUF loader dequantizes the file to float weights, but marks the model as not
+serializable and reloads the whole file on every use. privtune loads it once, rebuilds a plain model
+from its config with the dequantized state dict, and saves safetensors + tokenizer + chat template +
+generation config as a model artifact whose id is derived from the file's hash: the second use of
+the same file finds the artifact instead of converting again.
+
+Checks happen before any weights are read: the architecture must be one transformers' GGUF loader
+knows and every tensor's type one the `gguf` package can dequantize; a file without a chat template
+(base-model GGUFs often have none) needs `--template`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash
+from privtune.errors import PrivtuneError
+from privtune.ui import console
+
+FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def find_gguf(ref: str) -> Path | None:
+    """The `.gguf` file `ref` names: the file itself, or the one GGUF in a folder; None if neither."""
+    path = Path(ref)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path.resolve()
+    if path.is_dir() and not (path / "config.json").is_file():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) > 1:
+            raise PrivtuneError(f"the folder holds {len(found)} GGUF files; name one", source=str(path),
+                                field="--model", hint=", ".join(p.name for p in found))
+        if found:
+            return found[0].resolve()
+    return None
+
+
+def read_header(path: Path) -> dict:
+    """Architecture, name, tensor types and chat template from the GGUF header (no weights read)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise PrivtuneError("reading GGUF files needs the `gguf` package", field="--model",
+                            hint="pip install 'privtune[gguf]'") from None
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as exc:
+        raise PrivtuneError(f"not a readable GGUF file: {exc}", source=str(path), field="--model") from None
+
+    def field(name: str):
+        value = reader.fields.get(name)
+        return value.contents() if value is not None else None
+
+    types: dict[str, list[str]] = {}
+    for tensor in reader.tensors:
+        types.setdefault(tensor.tensor_type.name, []).append(tensor.name)
+    return {"architecture": field("general.architecture"), "name": field("general.name"),
+            "tensor_types": types, "chat_template": field("tokenizer.chat_template")}
+
+
+def check_supported(path: Path, header: dict) -> None:
+    """Refuse, naming what is wrong, a file transformers cannot load or `gguf` cannot dequantize."""
+    from gguf.quants import _type_traits
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    architecture = header["architecture"] or "(none)"
+    known = [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
+    aliases = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
+               "t5encoder": "t5"}
+    if aliases.get(architecture, architecture) not in known:
+        raise PrivtuneError(f"GGUF architecture '{architecture}' is not supported by transformers' GGUF loader",
+                            source=str(path), field="--model", hint=f"supported: {', '.join(sorted(known))}")
+    dequantizable = set(FLOAT_TYPES) | {t.name for t in _type_traits}
+    unsupported = {t: names for t, names in header["tensor_types"].items() if t not in dequantizable}
+    if unsupported:
+        detail = "; ".join(f"{t} ({len(n)} tensors, e.g. {n[0]})" for t, n in unsupported.items())
+        raise PrivtuneError(f"GGUF quantization type not supported for import: {detail}", source=str(path),
+                            field="--model", hint=f"re-export the {architecture} model as F16, Q8_0 or a K-quant")
+
+
+def import_id(digest: str, template: str | None) -> str:
+    return stable_hash({"stage": "import", "gguf_sha256": digest, "template": template})
+
+
+def find_imported(digest: str, workspace: Workspace) -> Artifact | None:
+    """The newest model artifact converted from the file with this hash, whatever template it got."""
+    for artifact in workspace.artifacts():
+        if artifact.kind == "model" and artifact.manifest.get("gguf", {}).get("sha256") == digest:
+            return artifact
+    return None
+
+
+def resolve_gguf(path: Path, workspace: Workspace) -> Artifact:
+    """`--model x.gguf` anywhere: the earlier conversion of this file, or a new one (said so)."""
+    digest = file_sha256(path)
+    existing = find_imported(digest, workspace)
+    if existing is not None:
+        return existing
+    console.print(f"{path.name}: a GGUF file, converting it once into a model artifact "
+                  "(later uses of the same file find it)")
+    artifact, _ = import_gguf(path, workspace, digest=digest)
+    return artifact
+
+
+def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *, digest: str | None = None,
+                force: bool = False) -> tuple[Artifact, bool]:
+    """Convert a GGUF file into a model artifact; returns it and whether it already existed.
+
+    `template` (a named template, a .jinja path, or `none`) replaces or supplies the chat template.
+    """
+    path = Path(path).resolve()
+    digest = digest or file_sha256(path)
+    chosen = _template_text(template) if template else None
+    artifact_id = import_id(digest, chosen if template != "none" else "none")
+    existing = workspace.get("model", artifact_id)
+    if existing and not force:
+        return existing, True
+    header = read_header(path)
+    check_supported(path, header)
+    if not header["chat_template"] and template is None:
+        raise PrivtuneError("this GGUF file has no chat template (base-model GGUFs often have none)",
+                            source=str(path), field="--template",
+                            hint=f"privtune import {path} --template chatml|alpaca|FILE.jinja "
+                                 "(or --template none to choose one later with prep --template)")
+    staging = workspace.stage("model", artifact_id)
+    out = staging.path / "model"
+    dtype = convert(path, out, chosen if template != "none" else None, drop_template=template == "none")
+    manifest = {
+        "stage": "import", "parents": [], "base_model": None, "method": "import", "adapter": False,
+        "merged": False, "seq2seq": False, "dtype": dtype,
+        "gguf": {"path": str(path), "sha256": digest, "architecture": header["architecture"],
+                 "name": header["name"], "tensor_types": {t: len(n) for t, n in header["tensor_types"].items()}},
+        "chat_template_sha256": hashlib.sha256(_saved_template(out).encode("utf-8")).hexdigest(),
+        "chat_template_source": {"template": template or "gguf", "gguf_had_one": bool(header["chat_template"])},
+        "metrics": {"architecture": header["architecture"], "dtype": dtype},
+    }
+    artifact = staging.finish(manifest)
+    console.print(f"converted {path.name} ({header['architecture']}, "
+                  f"{', '.join(header['tensor_types'])}) -> model {artifact.id}")
+    return artifact, False
+
+
+def _template_text(template: str) -> str | None:
+    from privtune.data.render import NAMED_TEMPLATES, named_template
+
+    if template == "none":
+        return None
+    if template in NAMED_TEMPLATES:
+        return named_template(template)
+    file = Path(template)
+    if file.is_file():
+        return file.read_text(encoding="utf-8")
+    raise PrivtuneError(f"unknown template '{template}'", field="--template",
+                        hint=f"use {', '.join(NAMED_TEMPLATES)}, none, or a path to a .jinja file")
+
+
+def _saved_template(folder: Path) -> str:
+    file = folder / "chat_template.jinja"
+    return file.read_text(encoding="utf-8") if file.is_file() else ""
+
+
+def load_gguf(path: Path):
+    """transformers' own GGUF loading: (tokenizer, model), dequantized to float32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from privtune.ui import quiet_libraries
+
+    quiet_libraries()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, OSError, KeyError, NotImplementedError) as exc:
+        raise PrivtuneError(f"transformers cannot load this GGUF file: {str(exc).splitlines()[0]}",
+                            source=str(path), field="--model") from None
+    return tokenizer, model
+
+
+def convert(path: Path, out: Path, template: str | None, drop_template: bool = False) -> str:
+    """Save a plain (serializable) copy of the GGUF model; returns the dtype written.
+
+    The GGUF-loaded model carries a `quantization_config` that forbids saving; a model built from
+    the same config without it, given the dequantized state dict, is the same network.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer, loaded = load_gguf(path)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    if getattr(config, "tie_word_embeddings", False):
+        plain.tie_weights()
+    plain.generation_config = loaded.generation_config
+    if template:
+        tokenizer.chat_template = template
+    elif drop_template:
+        tokenizer.chat_template = None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return str(plain.dtype).removeprefix("torch.")

@@ -1,0 +1,155 @@
+"""Where and how models run: the device, the compute dtype, and the number of CPU threads.
+
+One place for these choices, so train, eval, serve and merge agree. torch is imported inside the
+functions: the CLI imports this module for commands that never touch a model.
+
+- Device: cuda if there is one, then Apple's mps, else the CPU.
+- Dtype: on an accelerator the model's own dtype (what it was trained and shipped in, half the
+  memory of fp32 for bf16/fp16 models). On a CPU, bf16/fp16 weights are computed in float32: half
+  precision matmuls there are slow, and bf16 generation drifts from what the model does in fp32.
+  Saving is another matter: a merged model is written in its base's own dtype (train/export.py).
+- Threads: one torch thread per physical core this process may use (affinity mask and cgroup
+  quota respected), at most MAX_THREADS. Hyper-threads share a core's arithmetic units, so a
+  second thread per core only adds contention, and `os.cpu_count()` counts them and ignores the
+  affinity mask and container CPU limits. `--set threads=N` (train) and the PRIVTUNE_THREADS
+  variable (every stage) override it. More than one thread needs idle OpenMP threads to sleep
+  on a shared machine (`openmp_defaults`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from privtune.errors import PrivtuneError
+
+CPUINFO = Path("/proc/cpuinfo")
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+MAX_THREADS = 4
+"""The cap the README documents; not re-measured above 2 cores. `threads`/PRIVTUNE_THREADS lift it."""
+THREADS_ENV = "PRIVTUNE_THREADS"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def allowed_cpus() -> set[int] | None:
+    """Logical CPUs this process may run on (taskset, cpusets); None where the OS cannot say."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
+    """Distinct (physical id, core id) pairs among the allowed processors of /proc/cpuinfo.
+
+    Where cpuinfo has no topology (not Linux, some VMs and ARM boards), every allowed logical CPU
+    counts as a core: better too many threads than one on a machine we cannot read.
+    """
+    text = _read(CPUINFO) if cpuinfo is None else cpuinfo
+    allowed = allowed_cpus() if allowed is None else allowed
+    logical = len(allowed) if allowed else (os.cpu_count() or 1)
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = {key.strip(): value.strip() for key, value in
+                  (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+        processor = fields.get("processor", "")
+        if not processor.isdigit() or (allowed is not None and int(processor) not in allowed):
+            continue
+        if "physical id" not in fields or "core id" not in fields:
+            return logical
+        cores.add((fields["physical id"], fields["core id"]))
+    return len(cores) or logical
+
+
+def cpu_quota(cpu_max: str | None = None) -> int | None:
+    """CPUs a cgroup v2 quota allows (`docker --cpus=2` on a 64-core host), rounded up; None if unlimited."""
+    fields = (_read(CGROUP_CPU_MAX) if cpu_max is None else cpu_max).split()
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        return max(1, math.ceil(int(fields[0]) / int(fields[1])))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def openmp_defaults() -> None:
+    """Let idle OpenMP threads sleep instead of spin; only takes effect before torch is imported.
+
+    libgomp's threads spin between parallel regions by default. When other processes share the
+    cores, a spinning thread holds a core the descheduled one needs: on a busy 2-core box, 2
+    spin-waiting threads ran 5-300x slower than 1 thread (tiny model and SmolLM2-135M), and about
+    as fast as 1 thread with OMP_WAIT_POLICY=PASSIVE (benchmarks/bench_threads.py). The price, on
+    an idle box: tiny-model generation (many very small ops) runs up to ~4x slower than spinning;
+    large matmuls do not notice. An explicit setting is left alone.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def threads_from_env() -> int:
+    """PRIVTUNE_THREADS as a positive int; 0 when unset or empty (choose automatically)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise PrivtuneError(f"{THREADS_ENV} must be a positive whole number, got '{value}'", field=THREADS_ENV)
+    return int(value)
+
+
+def choose_threads(override: int = 0) -> int:
+    """`override` if set, else one thread per usable physical core, capped at MAX_THREADS."""
+    if override:
+        return override
+    usable = physical_cores()
+    quota = cpu_quota()
+    return max(1, min(MAX_THREADS, usable, quota or usable))
+
+
+def apply_threads(override: int = 0) -> int:
+    """Set torch's intra-op threads (recipe value, else PRIVTUNE_THREADS, else automatic); returns the count.
+
+    torch's default can oversubscribe a shared or hyper-threaded CPU: on a busy 2-core box it ran
+    many times slower than one thread per core (STACK.md).
+    """
+    import torch
+
+    threads = choose_threads(override or threads_from_env())
+    torch.set_num_threads(threads)
+    return threads
+
+
+def best_device() -> str:
+    """cuda if available, then mps, else cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def saved_dtype(model_config) -> "torch.dtype":
+    """The dtype a model's config says its weights are stored in; float32 when it says nothing."""
+    import torch
+
+    value = getattr(model_config, "dtype", None)
+    if isinstance(value, str):
+        value = getattr(torch, value, None)
+    return value if isinstance(value, torch.dtype) else torch.float32
+
+
+def compute_dtype(stored: "torch.dtype", device: str) -> "torch.dtype":
+    """The model's own dtype on an accelerator; float32 instead of bf16/fp16 on a CPU."""
+    import torch
+
+    if device == "cpu" and stored in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return stored

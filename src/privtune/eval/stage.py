@@ -273,7 +273,7 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     intervals, paired = uncertainty(statistics, results, len(rows), config)
     metrics = {"split": split, "examples": len(rows), "models": results, "intervals": intervals, "paired": paired,
                "bootstrap": {"resamples": config.bootstrap, "seed": config.seed, "confidence": stats.CONFIDENCE},
-               "labels": model_labels(tuned.name, baseline), "judge": judge_summary, "lm_eval": harness or None}
+               "labels": model_labels(display_name(tuned.name, workspace), display_name(baseline, workspace)), "judge": judge_summary, "lm_eval": harness or None}
     write_json_atomic(staging.path / "metrics.json", metrics)
     write_atomic(staging.path / "report.md", report(tuned.name, baseline, dataset, metrics, notes, chart is not None))
     parents = [p for p in (tuned.artifact_id, dataset.id) if p]
@@ -317,6 +317,20 @@ def model_label(role: str, ref: str | None) -> str:
         return role
     name = f"model {ref[:8]}" if re.fullmatch(r"[0-9a-f]{12}", ref) else (Path(ref).name or ref)
     return f"{role} ({name if len(name) <= 28 else name[:27] + '…'})"
+
+
+def display_name(ref: str | None, workspace: Workspace) -> str | None:
+    """A model's name for a column: an artifact's own name (an imported GGUF's file name) or its id,
+    also when `ref` is the weights folder inside an artifact (a trained model's base); else the ref."""
+    if not ref:
+        return ref
+    folder = Path(ref)
+    artifact = Artifact.load(folder.parent) if (folder.parent / "manifest.json").is_file() else None
+    if artifact is None and re.fullmatch(r"[0-9a-f]{12}", ref):
+        artifact = workspace.get("model", ref)
+    if artifact is None:
+        return ref
+    return artifact.manifest.get("name") or artifact.id
 
 
 def model_labels(model: str | None, baseline: str | None) -> dict[str, str]:

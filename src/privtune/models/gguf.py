@@ -129,7 +129,7 @@ def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *
     out = staging.path / "model"
     dtype = convert(path, out, chosen if template != "none" else None, drop_template=template == "none")
     manifest = {
-        "stage": "import", "parents": [], "base_model": None, "method": "import", "adapter": False,
+        "stage": "import", "name": path.stem, "parents": [], "base_model": None, "method": "import", "adapter": False,
         "merged": False, "seq2seq": False, "dtype": dtype,
         "gguf": {"path": str(path), "sha256": digest, "architecture": header["architecture"],
                  "name": header["name"], "tensor_types": {t: len(n) for t, n in header["tensor_types"].items()}},

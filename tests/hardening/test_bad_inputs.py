@@ -58,6 +58,9 @@ CASES = [
      "--set", "learning_rate", "positive"),
     ("train on a missing dataset", ["train", "--data", "no-such-dataset"], None, "--data", "no-such-dataset"),
     ("eval a missing model", ["eval", "--model", "./no/such/model"], None, "--model", "does not exist"),
+    ("GGUF that is not one", ["prep", "--data", "{bad}/missing_field.jsonl", "--model", "{bad}/not_a_model.gguf"],
+     "{bad}/not_a_model.gguf", "--model", "not a readable GGUF"),
+    ("import a non-GGUF file", ["import", "{bad}/truncated.jsonl"], "{bad}/truncated.jsonl", "GGUF", "not a .gguf"),
 ]
 
 
@@ -72,7 +75,7 @@ def long_line(tmp_path_factory) -> Path:
 def test_bad_input_is_a_clean_error(case, command, where, field, words, cli, tiny_model, workspace, long_line):
     fill = lambda text: text.format(bad=BAD, tmp=long_line)
     args = [fill(a) for a in command]
-    if "--model" not in args and args[0] != "eval":
+    if "--model" not in args and args[0] not in ("eval", "import"):
         args += ["--model", str(tiny_model)]
     code, out = cli(*args, "--workspace", workspace.root)
     flat = out.replace("\n", "")

@@ -29,13 +29,18 @@ def choose_template(tokenizer, template: str) -> str:
             raise PrivtuneError("the model's tokenizer has no chat template", field="template",
                                 hint=f"pass --template with one of {', '.join(NAMED_TEMPLATES)} or a .jinja file")
         return tokenizer.chat_template
+    return template_text(template, "template", also=("'model'",))
+
+
+def template_text(template: str, field: str, also: tuple[str, ...] = ()) -> str:
+    """A named template's text, or a .jinja file's; `also` names the caller's other choices in the error."""
     if template in NAMED_TEMPLATES:
         return named_template(template)
     path = Path(template)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    raise PrivtuneError(f"unknown template '{template}'", field="template",
-                        hint=f"use 'model', {', '.join(NAMED_TEMPLATES)}, or a path to a .jinja file")
+    raise PrivtuneError(f"unknown template '{template}'", field=field,
+                        hint=f"use {', '.join([*also, *NAMED_TEMPLATES])}, or a path to a .jinja file")
 
 
 def tokenizer_fingerprint(tokenizer, template: str | None) -> str:

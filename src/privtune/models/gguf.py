@@ -144,17 +144,9 @@ def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *
 
 
 def _template_text(template: str) -> str | None:
-    from privtune.data.render import NAMED_TEMPLATES, named_template
+    from privtune.data.render import template_text
 
-    if template == "none":
-        return None
-    if template in NAMED_TEMPLATES:
-        return named_template(template)
-    file = Path(template)
-    if file.is_file():
-        return file.read_text(encoding="utf-8")
-    raise PrivtuneError(f"unknown template '{template}'", field="--template",
-                        hint=f"use {', '.join(NAMED_TEMPLATES)}, none, or a path to a .jinja file")
+    return None if template == "none" else template_text(template, "--template", also=("none",))
 
 
 def _saved_template(folder: Path) -> str:

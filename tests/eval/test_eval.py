@@ -148,3 +148,16 @@ def test_batched_loss_equals_one_example_at_a_time(tuned_model, tickets_dataset)
     for (total, count), row in zip(batched, rows):
         alone, alone_count = single_example_loss(loaded, row)
         assert count == alone_count and abs(total - alone) < 1e-4 * max(1.0, abs(alone))
+
+
+def test_loss_batches_stay_within_the_logits_budget():
+    """A big vocabulary at long lengths goes one row at a time; short rows fill the batch size."""
+    from privtune.eval.stage import LOGITS_BUDGET, loss_batches
+
+    short = loss_batches([80] * 40, list(range(40)), 16, 49_152)
+    assert [len(b) for b in short] == [16, 16, 8]
+    long = loss_batches([1024] * 3, [0, 1, 2], 16, 152_064)
+    assert long == [[0], [1], [2]]
+    mixed = loss_batches([10, 10, 900, 900], [3, 1, 0, 2], 16, 152_064)
+    assert sum(mixed, []) == [3, 1, 0, 2] and all(len(b) * 900 * 152_064 <= LOGITS_BUDGET or len(b) == 1
+                                                  for b in mixed[1:])

@@ -58,7 +58,7 @@ CASES = [
      "--set", "learning_rate", "positive"),
     ("train on a missing dataset", ["train", "--data", "no-such-dataset"], None, "--data", "no-such-dataset"),
     ("eval a missing model", ["eval", "--model", "./no/such/model"], None, "--model", "does not exist"),
-    ("GGUF that is not one", ["prep", "--data", "{bad}/missing_field.jsonl", "--model", "{bad}/not_a_model.gguf"],
+    ("GGUF that is not one", ["prep", "--data", "{bad}/../formats/alpaca.jsonl", "--model", "{bad}/not_a_model.gguf"],
      "{bad}/not_a_model.gguf", "--model", "not a readable GGUF"),
     ("import a non-GGUF file", ["import", "{bad}/truncated.jsonl"], "{bad}/truncated.jsonl", "GGUF", "not a .gguf"),
 ]

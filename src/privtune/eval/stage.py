@@ -91,7 +91,8 @@ def held_out_loss(loaded: LoadedModel, tokenized: list[dict],
 
     order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i]["input_ids"]))
     per_example: list[tuple[float, int]] = [(0.0, 0)] * len(tokenized)
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    vocabulary = int(getattr(loaded.model.config, "vocab_size", 0) or 50_000)
+    batches = loss_batches([len(tokenized[i]["input_ids"]) for i in order], order, batch_size, vocabulary)
     with torch.no_grad():
         for batch in track(batches, f"loss {loaded.name}"):
             for index, sums in zip(batch, example_losses(loaded, [tokenized[i] for i in batch])):
@@ -99,6 +100,22 @@ def held_out_loss(loaded: LoadedModel, tokenized: list[dict],
     total, count = sum(s for s, _ in per_example), sum(c for _, c in per_example)
     loss = total / count if count else None
     return {"loss": loss, "perplexity": math.exp(loss) if loss is not None and loss < 50 else None}, per_example
+
+
+LOGITS_BUDGET = 64 * 2**20
+"""Logit values one loss batch may hold (256 MB in float32; cross-entropy needs a few such buffers):
+a 152k vocabulary at 1,024 tokens is ~156M values a row, so long rows of big vocabularies go one at a time."""
+
+
+def loss_batches(lengths: list[int], order: list[int], batch_size: int, vocabulary: int) -> list[list[int]]:
+    """Consecutive runs of `order` (sorted by length) of at most `batch_size` rows and LOGITS_BUDGET values."""
+    batches: list[list[int]] = []
+    for length, index in zip(lengths, order):
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * length * vocabulary <= LOGITS_BUDGET:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def example_losses(loaded: LoadedModel, rows: list[dict]) -> list[tuple[float, int]]:
@@ -173,7 +190,7 @@ def until_stop(ids, stops: list[int], tokenizer) -> tuple[str, bool]:
 def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict],
                    config: EvalConfig) -> tuple[dict, list[str], dict[str, stats.Statistic]]:
     """The model's figures, its answers, and each figure as a statistic the bootstrap can recompute."""
-    metrics, losses = held_out_loss(loaded, tokenized)
+    metrics, losses = held_out_loss(loaded, tokenized, config.batch_size)
     loss = replace(stats.ratio([s for s, _ in losses], [c for _, c in losses]), higher_is_better=False)
     statistics = {"loss": loss, "perplexity": perplexity_of(loss)}
     has_references = all(r["messages"][-1]["role"] == "assistant" for r in rows)
@@ -273,7 +290,8 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     intervals, paired = uncertainty(statistics, results, len(rows), config)
     metrics = {"split": split, "examples": len(rows), "models": results, "intervals": intervals, "paired": paired,
                "bootstrap": {"resamples": config.bootstrap, "seed": config.seed, "confidence": stats.CONFIDENCE},
-               "labels": model_labels(display_name(tuned.name, workspace), display_name(baseline, workspace)), "judge": judge_summary, "lm_eval": harness or None}
+               "labels": model_labels(display_name(tuned.name, workspace),
+                                      display_name(baseline, workspace)), "judge": judge_summary, "lm_eval": harness or None}
     write_json_atomic(staging.path / "metrics.json", metrics)
     write_atomic(staging.path / "report.md", report(tuned.name, baseline, dataset, metrics, notes, chart is not None))
     parents = [p for p in (tuned.artifact_id, dataset.id) if p]
@@ -324,11 +342,14 @@ def display_name(ref: str | None, workspace: Workspace) -> str | None:
     also when `ref` is the weights folder inside an artifact (a trained model's base); else the ref."""
     if not ref:
         return ref
+    artifact = workspace.get("model", ref) if re.fullmatch(r"[0-9a-f]{12}", ref) else None
     folder = Path(ref)
-    artifact = Artifact.load(folder.parent) if (folder.parent / "manifest.json").is_file() else None
-    if artifact is None and re.fullmatch(r"[0-9a-f]{12}", ref):
-        artifact = workspace.get("model", ref)
-    if artifact is None:
+    if artifact is None and folder.is_dir() and (folder.parent / "manifest.json").is_file():
+        try:
+            artifact = Artifact.load(folder.parent)
+        except PrivtuneError:
+            artifact = None
+    if artifact is None or not isinstance(artifact.manifest, dict):
         return ref
     return artifact.manifest.get("name") or artifact.id
 

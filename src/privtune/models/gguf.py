@@ -21,12 +21,26 @@ from privtune.errors import PrivtuneError
 from privtune.ui import console
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
+MAGIC = b"GGUF"
+
+
+def is_gguf_file(path: Path) -> bool:
+    """A `.gguf` name, or the GGUF magic bytes: Ollama keeps its models as extension-less blobs."""
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == MAGIC
+    except OSError:
+        return False
 
 
 def find_gguf(ref: str) -> Path | None:
-    """The `.gguf` file `ref` names: the file itself, or the one GGUF in a folder; None if neither."""
+    """The GGUF file `ref` names: the file itself, or the one GGUF in a folder; None if neither."""
     path = Path(ref)
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    if path.suffix.lower() == ".gguf" and not path.exists():
+        raise PrivtuneError("GGUF file does not exist", source=ref, field="--model")
+    if path.is_file() and is_gguf_file(path):
         return path.resolve()
     if path.is_dir() and not (path / "config.json").is_file():
         found = sorted(path.glob("*.gguf"))
@@ -47,7 +61,7 @@ def read_header(path: Path) -> dict:
                             hint="pip install 'privtune[gguf]'") from None
     try:
         reader = GGUFReader(path)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KeyError, IndexError) as exc:
         raise PrivtuneError(f"not a readable GGUF file: {exc}", source=str(path), field="--model") from None
 
     def field(name: str):
@@ -82,6 +96,7 @@ def check_supported(path: Path, header: dict) -> None:
 
 
 def import_id(digest: str, template: str | None) -> str:
+    """The same file with the same template choice is the same artifact."""
     return stable_hash({"stage": "import", "gguf_sha256": digest, "template": template})
 
 
@@ -93,9 +108,26 @@ def find_imported(digest: str, workspace: Workspace) -> Artifact | None:
     return None
 
 
+def file_stamp(path: Path) -> dict:
+    """What tells that a file is unchanged without reading it."""
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def gguf_digest(path: Path, workspace: Workspace) -> str:
+    """The file's SHA-256, from an earlier import of the same unchanged file (path, size, mtime) when
+    there is one: hashing a multi-GB GGUF on every `--model x.gguf` would cost seconds each time."""
+    stamp = file_stamp(path)
+    for artifact in workspace.artifacts():
+        recorded = artifact.manifest.get("gguf", {})
+        if artifact.kind == "model" and {k: recorded.get(k) for k in stamp} == stamp and recorded.get("sha256"):
+            return recorded["sha256"]
+    return file_sha256(path)
+
+
 def resolve_gguf(path: Path, workspace: Workspace) -> Artifact:
     """`--model x.gguf` anywhere: the earlier conversion of this file, or a new one (said so)."""
-    digest = file_sha256(path)
+    digest = gguf_digest(path, workspace)
     existing = find_imported(digest, workspace)
     if existing is not None:
         return existing
@@ -112,14 +144,14 @@ def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *
     `template` (a named template, a .jinja path, or `none`) replaces or supplies the chat template.
     """
     path = Path(path).resolve()
-    digest = digest or file_sha256(path)
     chosen = _template_text(template) if template else None
+    header = read_header(path)
+    check_supported(path, header)
+    digest = digest or gguf_digest(path, workspace)
     artifact_id = import_id(digest, chosen if template != "none" else "none")
     existing = workspace.get("model", artifact_id)
     if existing and not force:
         return existing, True
-    header = read_header(path)
-    check_supported(path, header)
     if not header["chat_template"] and template is None:
         raise PrivtuneError("this GGUF file has no chat template (base-model GGUFs often have none)",
                             source=str(path), field="--template",
@@ -131,7 +163,7 @@ def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *
     manifest = {
         "stage": "import", "name": path.stem, "parents": [], "base_model": None, "method": "import", "adapter": False,
         "merged": False, "seq2seq": False, "dtype": dtype,
-        "gguf": {"path": str(path), "sha256": digest, "architecture": header["architecture"],
+        "gguf": {**file_stamp(path), "sha256": digest, "architecture": header["architecture"],
                  "name": header["name"], "tensor_types": {t: len(n) for t, n in header["tensor_types"].items()}},
         "chat_template_sha256": hashlib.sha256(_saved_template(out).encode("utf-8")).hexdigest(),
         "chat_template_source": {"template": template or "gguf", "gguf_had_one": bool(header["chat_template"])},
@@ -150,6 +182,7 @@ def _template_text(template: str) -> str | None:
 
 
 def _saved_template(folder: Path) -> str:
+    """The template a saved tokenizer carries ('' for none), for the manifest's hash."""
     file = folder / "chat_template.jinja"
     return file.read_text(encoding="utf-8") if file.is_file() else ""
 
@@ -165,7 +198,7 @@ def load_gguf(path: Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (ValueError, OSError, KeyError, NotImplementedError) as exc:
+    except (ValueError, OSError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise PrivtuneError(f"transformers cannot load this GGUF file: {str(exc).splitlines()[0]}",
                             source=str(path), field="--model") from None
     return tokenizer, model
@@ -185,10 +218,15 @@ def convert(path: Path, out: Path, template: str | None, drop_template: bool = F
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(loaded.state_dict(), strict=True)
+    try:
+        plain.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise PrivtuneError(f"the GGUF's tensors do not fit its config: {str(exc).splitlines()[0]}",
+                            source=str(path), field="--model") from None
     if getattr(config, "tie_word_embeddings", False):
         plain.tie_weights()
     plain.generation_config = loaded.generation_config
+    del loaded  # one float32 copy, not two, while saving
     if template:
         tokenizer.chat_template = template
     elif drop_template:

@@ -199,16 +199,17 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     if options.merge and config.method == "prompt-tuning":  # refuse before training, not after it
         raise PrivtuneError("only LoRA/QLoRA adapters can be merged; prompt-tuning keeps its soft prompt",
                             field="--merge", hint="train without --merge and serve the adapter as it is")
+    artifact_id = artifact_id_for(dataset, model_ref, config)
+    existing = workspace.get("model", artifact_id)
+    if existing and not options.force:
+        return (merge_existing(existing) if options.merge else existing), True
+
     import torch
 
     from privtune.runtime import apply_threads
 
     quiet_libraries()
     apply_threads(config.threads)
-    artifact_id = artifact_id_for(dataset, model_ref, config)
-    existing = workspace.get("model", artifact_id)
-    if existing and not options.force:
-        return (merge_existing(existing) if options.merge else existing), True
 
     template_info = adopt_dataset_template(tokenizer, dataset)
     if config.report_to == "wandb":  # offline unless asked; privtune's own defaults set offline too
@@ -273,8 +274,10 @@ def merge_existing(artifact: Artifact) -> Artifact:
 
 def _merge_into_place(artifact: Artifact, merged: Path) -> None:
     """Merge into `.merged-tmp-<pid>` beside merged/, then rename: readers see all of it or none."""
+    from privtune.runtime import apply_threads
     from privtune.train.export import merge_adapter
 
+    apply_threads()
     tmp = artifact.path / f".merged-tmp-{os.getpid()}"
     for stale in artifact.path.glob(".merged-tmp-*"):
         if stale == tmp or not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # not a running merge's folder

@@ -34,6 +34,18 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(out, text, TinyModelConfig())
 
 
+@pytest.fixture(scope="session")
+def tiny_bf16_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model saved in bf16, as real bases ship; same tokenizer, so the session dataset fits it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).to(torch.bfloat16).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
 @pytest.fixture()
 def workspace(tmp_path):
     from privtune.artifacts import Workspace

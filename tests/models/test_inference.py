@@ -7,16 +7,6 @@ from privtune import runtime
 from privtune.models.inference import load_for_inference
 
 
-@pytest.fixture(scope="module")
-def bf16_model(tiny_model, tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
-    AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).to(torch.bfloat16).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
-
-
 @pytest.fixture()
 def restore_threads():
     before = torch.get_num_threads()
@@ -24,9 +14,9 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_a_bf16_model_is_computed_in_float32_on_cpu(bf16_model, workspace, restore_threads, monkeypatch):
+def test_a_bf16_model_is_computed_in_float32_on_cpu(tiny_bf16_model, workspace, restore_threads, monkeypatch):
     monkeypatch.setenv(runtime.THREADS_ENV, "1")
-    loaded = load_for_inference(str(bf16_model), workspace, device="cpu")
+    loaded = load_for_inference(str(tiny_bf16_model), workspace, device="cpu")
     assert loaded.device == "cpu" and loaded.model.device.type == "cpu"
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
 
@@ -42,8 +32,8 @@ def test_threads_follow_the_env_variable_then_physical_cores(tiny_model, workspa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_on_a_gpu_the_model_keeps_its_dtype_and_generates(bf16_model, workspace, restore_threads):
-    loaded = load_for_inference(str(bf16_model), workspace)
+def test_on_a_gpu_the_model_keeps_its_dtype_and_generates(tiny_bf16_model, workspace, restore_threads):
+    loaded = load_for_inference(str(tiny_bf16_model), workspace)
     assert loaded.device == "cuda" and loaded.model.device.type == "cuda"
     assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
     inputs = loaded.tokenizer("Hello", return_tensors="pt").to(loaded.model.device)

@@ -28,23 +28,12 @@ def weights_size(folder) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def bf16_base(tiny_model, tmp_path_factory):
-    """The tiny model saved in bf16, as real bases ship; same tokenizer, so the session dataset fits it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
-    AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).to(torch.bfloat16).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
-
-
-def test_merging_a_bf16_base_saves_bf16_at_half_the_size(tickets_dataset, tiny_model, bf16_base, workspace):
+def test_merging_a_bf16_base_saves_bf16_at_half_the_size(tickets_dataset, tiny_model, tiny_bf16_model, workspace):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    artifact, _ = sft.run(str(tickets_dataset.path), str(bf16_base), train_config("lora", **FEW_STEPS), workspace,
+    artifact, _ = sft.run(str(tickets_dataset.path), str(tiny_bf16_model), train_config("lora", **FEW_STEPS), workspace,
                           sft.TrainOptions(merge=True))
     merged = artifact.path / "merged"
     assert json.loads((merged / "config.json").read_text())["dtype"] == "bfloat16"
@@ -52,10 +41,10 @@ def test_merging_a_bf16_base_saves_bf16_at_half_the_size(tickets_dataset, tiny_m
     assert 0.45 < weights_size(merged) / weights_size(tiny_model) < 0.55  # tiny_model is the fp32 original
 
     # merged in float32 and rounded once: exactly the fp32 merge cast to bf16, and not the base unchanged
-    base = AutoModelForCausalLM.from_pretrained(bf16_base, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_bf16_model, dtype=torch.float32)
     reference = PeftModel.from_pretrained(base, artifact.path / "model").merge_and_unload().state_dict()
     saved = {k: v for path in merged.glob("*.safetensors") for k, v in load_file(path).items()}
-    original = {k: v for path in bf16_base.glob("*.safetensors") for k, v in load_file(path).items()}
+    original = {k: v for path in tiny_bf16_model.glob("*.safetensors") for k, v in load_file(path).items()}
     assert all(torch.equal(saved[name], reference[name].to(torch.bfloat16)) for name in saved)
     assert any(not torch.equal(saved[name], original[name]) for name in saved)
 

@@ -16,18 +16,45 @@ from privtune.errors import PrivtuneError
 
 PRIVATE_SUFFIXES = (".local", ".internal", ".localhost", ".lan", ".home.arpa")
 DEFAULT_KEY_ENVS = ("PRIVTUNE_API_KEY", "OPENAI_API_KEY")
+PRIVATE_NETWORKS = {
+    "127.0.0.0/8": "loopback", "::1/128": "loopback",
+    "10.0.0.0/8": "private (RFC 1918)", "172.16.0.0/12": "private (RFC 1918)",
+    "192.168.0.0/16": "private (RFC 1918)",
+    "169.254.0.0/16": "link-local", "fe80::/10": "link-local",
+    "fc00::/7": "unique-local (RFC 4193)",
+}
+"""The networks that are this machine or a private network, listed rather than taken from
+`ipaddress.is_private`, which also covers documentation, benchmarking and reserved ranges
+(192.0.2.0/24, 198.18.0.0/15, 240.0.0.0/4, 2001:db8::/32, ...) that can route off the machine."""
+EXTRA_NETWORKS_ENV = "PRIVTUNE_PRIVATE_NETWORKS"
+"""Comma-separated CIDR ranges a user adds to the list, e.g. a VPN's 100.64.0.0/10."""
+
+
+def private_networks() -> list:
+    """PRIVATE_NETWORKS plus the user's own ranges from PRIVTUNE_PRIVATE_NETWORKS (checked)."""
+    extra = [n.strip() for n in os.environ.get(EXTRA_NETWORKS_ENV, "").split(",") if n.strip()]
+    networks = []
+    for text in [*PRIVATE_NETWORKS, *extra]:
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise PrivtuneError(f"not a network: '{text}'", field=EXTRA_NETWORKS_ENV,
+                                hint="comma-separated CIDR ranges, e.g. 100.64.0.0/10,fd7a:115c:a1e0::/48") from None
+    return networks
 
 
 def is_private_host(host: str) -> bool:
-    """Loopback, RFC 1918, link-local, unique-local, or a local-looking name."""
+    """An address in a listed private network (IPv4-mapped IPv6 judged as its IPv4), or a local-looking name."""
     host = host.strip("[]").lower()
-    if host in ("localhost", "") or host.endswith(PRIVATE_SUFFIXES):
+    if host == "localhost" or host.endswith(PRIVATE_SUFFIXES):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # fe80::1%eth0: the zone is not the address
     except ValueError:
-        return False  # a public-looking name: judged without resolving it
-    return address.is_loopback or address.is_private or address.is_link_local
+        return False  # a public-looking name (or nothing): judged without resolving it
+    mapped = getattr(address, "ipv4_mapped", None)
+    address = mapped or address
+    return any(address in network for network in private_networks() if network.version == address.version)
 
 
 @dataclass
@@ -45,16 +72,17 @@ class Endpoint:
     @property
     def host(self) -> str:
         parts = urlsplit(self.base_url)
-        return parts.hostname or parts.path  # unix sockets come as paths
+        return parts.hostname or ""
 
     def check(self, flag: str = "--allow-remote") -> None:
         """Refuse a non-local host unless allowed; call before creating any client."""
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https", "unix", "http+unix"):
+        if parts.scheme not in ("http", "https"):
             raise PrivtuneError(f"not an http(s) URL: {self.base_url}", field=self.url_flag,
+                                hint="e.g. http://127.0.0.1:8000/v1 (unix sockets are not supported)")
+        if not parts.hostname:
+            raise PrivtuneError(f"no host in the URL: {self.base_url}", field=self.url_flag,
                                 hint="e.g. http://127.0.0.1:8000/v1")
-        if parts.scheme.endswith("unix"):
-            return
         if not is_private_host(self.host) and not self.allow_remote:
             raise PrivtuneError(f"{self.host} is not on this machine or a private network; nothing was sent",
                                 field=self.url_flag, hint=f"pass {flag} if this data may leave the machine")

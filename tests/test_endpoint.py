@@ -78,3 +78,41 @@ def test_generate_sends_nothing_to_a_refused_address(kind, host, tiny_model, wor
     with pytest.raises(PrivtuneError) as error:
         stage.run(Endpoint(f"http://{bracketed}:8000/v1", "m"), str(tiny_model), config(), workspace, seeds=SEEDS)
     assert "--allow-remote" in str(error.value) and opened == [] and workspace.artifacts() == []
+
+
+def test_credentials_in_the_url_are_never_written_or_printed(tiny_model, workspace, monkeypatch, capsys):
+    """userinfo and query-string secrets: masked in the manifest's teacher record, --dry-run and errors."""
+    from privtune.generate import stage
+    from tests.generate.test_generate import SEEDS, config
+
+    url = "http://alice:s3cret-pass@127.0.0.1:9/v1?api-key=q-secret-token"
+    endpoint = Endpoint(url, "m")
+    assert endpoint.public_url == "http://***@127.0.0.1:9/v1?***"
+    assert endpoint.describe()["base_url"] == endpoint.public_url
+    message = endpoint.redact(f"500 from {url}: bad auth alice:s3cret-pass")
+    assert "s3cret-pass" not in message and "q-secret-token" not in message
+    source = stage.load_source(SEEDS, None, config())
+    shown = stage.dry_run(endpoint, source, config(), stage.template_text(config(), source.mode), False)
+    assert "s3cret" not in shown and "q-secret-token" not in shown and "127.0.0.1:9/v1" in shown
+    with pytest.raises(PrivtuneError) as error:
+        Endpoint("ftp://alice:s3cret-pass@127.0.0.1/v1", "m").check()
+    assert "s3cret" not in str(error.value)
+
+
+def test_a_run_with_credentials_in_the_url_writes_them_nowhere(tiny_model, workspace):
+    """The openai client takes such a URL; the lean one refuses it by name (aiohttp cannot send both)."""
+    from privtune.generate import stage
+    from tests.fake_teacher import FakeTeacher
+    from tests.generate.test_generate import SEEDS, config
+
+    with FakeTeacher() as teacher:
+        url = teacher.url.replace("http://", "http://alice:s3cret-pass@")
+        with pytest.raises(PrivtuneError) as error:
+            stage.run(Endpoint(url, teacher.model, timeout=10), str(tiny_model), config(num=10), workspace,
+                      seeds=SEEDS)
+        assert "client=openai" in str(error.value) and "s3cret" not in str(error.value)
+        artifact, _ = stage.run(Endpoint(url, teacher.model, timeout=10), str(tiny_model),
+                                config(num=10, client="openai"), workspace, seeds=SEEDS)
+    assert artifact.manifest["teacher"]["base_url"].startswith("http://***@127.0.0.1:")
+    files = [p for p in workspace.root.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if b"s3cret-pass" in p.read_bytes()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from privtune.errors import PrivtuneError
 
@@ -70,6 +70,15 @@ class Endpoint:
     url_flag: str = "--teacher-url"
 
     @property
+    def public_url(self) -> str:
+        """The URL without credentials, for everything written or printed: `user:pass@` and the query
+        string (where some servers take `?key=`) are masked."""
+        parts = urlsplit(self.base_url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, ("***@" if "@" in parts.netloc else "") + netloc, parts.path,
+                           "***" if parts.query else "", ""))
+
+    @property
     def host(self) -> str:
         parts = urlsplit(self.base_url)
         return parts.hostname or ""
@@ -78,10 +87,10 @@ class Endpoint:
         """Refuse a non-local host unless allowed; call before creating any client."""
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https"):
-            raise PrivtuneError(f"not an http(s) URL: {self.base_url}", field=self.url_flag,
+            raise PrivtuneError(f"not an http(s) URL: {self.public_url}", field=self.url_flag,
                                 hint="e.g. http://127.0.0.1:8000/v1 (unix sockets are not supported)")
         if not parts.hostname:
-            raise PrivtuneError(f"no host in the URL: {self.base_url}", field=self.url_flag,
+            raise PrivtuneError(f"no host in the URL: {self.public_url}", field=self.url_flag,
                                 hint="e.g. http://127.0.0.1:8000/v1")
         if not is_private_host(self.host) and not self.allow_remote:
             raise PrivtuneError(f"{self.host} is not on this machine or a private network; nothing was sent",
@@ -97,9 +106,12 @@ class Endpoint:
         return "not-needed"  # local servers (vLLM, Ollama, privtune serve) accept any key
 
     def redact(self, text: str) -> str:
-        """`text` with the API key masked: for error messages that echo a request."""
-        key = self.api_key()
-        return text.replace(key, "***") if key and key != "not-needed" and len(key) > 3 else text
+        """`text` with the API key and the URL's credentials masked: for error messages that echo a request."""
+        parts = urlsplit(self.base_url)
+        secrets = [self.api_key(), parts.netloc.rpartition("@")[0], parts.query, parts.password or ""]
+        for secret in sorted((s for s in secrets if s and s != "not-needed" and len(s) > 3), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
     def async_client(self, concurrency: int, lean: bool = False):
         """An AsyncOpenAI client whose connection pool holds `concurrency` connections, or privtune's
@@ -107,6 +119,11 @@ class Endpoint:
         self.check()
         if lean:
             from privtune.lean_client import LeanChatClient
+
+            if "@" in urlsplit(self.base_url).netloc:  # aiohttp refuses URL credentials beside a Bearer key
+                raise PrivtuneError(f"credentials in the URL ({self.public_url}) are not supported by the lean "
+                                    "client", field=self.url_flag, hint="put the key in an environment variable "
+                                    "(--api-key-env), or pass --set client=openai")
 
             return LeanChatClient(self.base_url, self.api_key(), timeout=self.timeout, max_retries=self.max_retries,
                                   concurrency=concurrency)
@@ -126,5 +143,5 @@ class Endpoint:
 
     def describe(self) -> dict:
         """For manifests: where, which model, which key variable (never the key)."""
-        return {"host": self.host, "base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env,
+        return {"host": self.host, "base_url": self.public_url, "model": self.model, "api_key_env": self.api_key_env,
                 "allow_remote": self.allow_remote}

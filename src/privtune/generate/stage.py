@@ -328,7 +328,7 @@ def dry_run(endpoint: Endpoint, source: Source, config: GenerateConfig, template
         verdict = "allowed"
     except PrivtuneError as exc:
         verdict = f"REFUSED: {exc.message}"
-    return (f"{prompt.text}\n---\nwould send: POST {endpoint.base_url.rstrip('/')}/chat/completions "
+    return (f"{prompt.text}\n---\nwould send: POST {endpoint.public_url.rstrip('/')}/chat/completions "
             f"model={endpoint.model} concurrency={config.concurrency}\nhost {endpoint.host}: {verdict}\n"
             f"redaction: {'on' if redact_text else 'off'}; nothing was sent (--dry-run)")
 

@@ -327,13 +327,14 @@ TABLE_METRICS = ("loss", "perplexity", "rouge_l", "bleu", "exact_match", "normal
 
 
 ROLES = {"tuned": "tuned", "baseline": "base"}
+ARTIFACT_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def model_label(role: str, ref: str | None) -> str:
     """'tuned (model 3f2a1b2c)', 'base (SmolLM2-135M-Instruct)': which model a column holds, at a glance."""
     if not ref:
         return role
-    name = f"model {ref[:8]}" if re.fullmatch(r"[0-9a-f]{12}", ref) else (Path(ref).name or ref)
+    name = f"model {ref[:8]}" if ARTIFACT_ID.fullmatch(ref) else (Path(ref).name or ref)
     return f"{role} ({name if len(name) <= 28 else name[:27] + '…'})"
 
 
@@ -342,7 +343,7 @@ def display_name(ref: str | None, workspace: Workspace) -> str | None:
     also when `ref` is the weights folder inside an artifact (a trained model's base); else the ref."""
     if not ref:
         return ref
-    artifact = workspace.get("model", ref) if re.fullmatch(r"[0-9a-f]{12}", ref) else None
+    artifact = workspace.get("model", ref) if ARTIFACT_ID.fullmatch(ref) else None
     folder = Path(ref)
     if artifact is None and folder.is_dir() and (folder.parent / "manifest.json").is_file():
         try:

@@ -100,12 +100,14 @@ def import_id(digest: str, template: str | None) -> str:
     return stable_hash({"stage": "import", "gguf_sha256": digest, "template": template})
 
 
-def find_imported(digest: str, workspace: Workspace) -> Artifact | None:
-    """The newest model artifact converted from the file with this hash, whatever template it got."""
-    for artifact in workspace.artifacts():
-        if artifact.kind == "model" and artifact.manifest.get("gguf", {}).get("sha256") == digest:
-            return artifact
-    return None
+def imported(workspace: Workspace) -> list[Artifact]:
+    """Model artifacts converted from GGUF files, newest first: read once, searched by stamp and by hash."""
+    return [a for a in workspace.artifacts() if a.kind == "model" and a.manifest.get("gguf", {}).get("sha256")]
+
+
+def find_imported(digest: str, imports: list[Artifact]) -> Artifact | None:
+    """The newest conversion of the file with this hash, whatever template it got."""
+    return next((a for a in imports if a.manifest["gguf"]["sha256"] == digest), None)
 
 
 def file_stamp(path: Path) -> dict:
@@ -114,21 +116,22 @@ def file_stamp(path: Path) -> dict:
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def gguf_digest(path: Path, workspace: Workspace) -> str:
+def gguf_digest(path: Path, imports: list[Artifact]) -> str:
     """The file's SHA-256, from an earlier import of the same unchanged file (path, size, mtime) when
     there is one: hashing a multi-GB GGUF on every `--model x.gguf` would cost seconds each time."""
     stamp = file_stamp(path)
-    for artifact in workspace.artifacts():
-        recorded = artifact.manifest.get("gguf", {})
-        if artifact.kind == "model" and {k: recorded.get(k) for k in stamp} == stamp and recorded.get("sha256"):
+    for artifact in imports:
+        recorded = artifact.manifest["gguf"]
+        if {k: recorded.get(k) for k in stamp} == stamp:
             return recorded["sha256"]
     return file_sha256(path)
 
 
 def resolve_gguf(path: Path, workspace: Workspace) -> Artifact:
     """`--model x.gguf` anywhere: the earlier conversion of this file, or a new one (said so)."""
-    digest = gguf_digest(path, workspace)
-    existing = find_imported(digest, workspace)
+    imports = imported(workspace)
+    digest = gguf_digest(path, imports)
+    existing = find_imported(digest, imports)
     if existing is not None:
         return existing
     console.print(f"{path.name}: a GGUF file, converting it once into a model artifact "
@@ -147,7 +150,7 @@ def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *
     chosen = _template_text(template) if template else None
     header = read_header(path)
     check_supported(path, header)
-    digest = digest or gguf_digest(path, workspace)
+    digest = digest or gguf_digest(path, imported(workspace))
     artifact_id = import_id(digest, chosen if template != "none" else "none")
     existing = workspace.get("model", artifact_id)
     if existing and not force:

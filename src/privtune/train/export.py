@@ -72,5 +72,10 @@ def check_mergeable(adapter_dir: Path) -> None:
     """Refuse before loading anything: only LoRA (and QLoRA) adapters fold into the weights."""
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA":
-        raise PrivtuneError("only LoRA/QLoRA adapters can be merged; prompt-tuning keeps its soft prompt",
-                            field="--merge", hint="serve the adapter as it is")
+        raise not_mergeable("serve the adapter as it is")
+
+
+def not_mergeable(hint: str) -> PrivtuneError:
+    """One message for both places that refuse a merge: before training (sft) and before loading."""
+    return PrivtuneError("only LoRA/QLoRA adapters can be merged; prompt-tuning keeps its soft prompt",
+                         field="--merge", hint=hint)

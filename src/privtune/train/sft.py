@@ -197,8 +197,9 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     tokenizer = load_tokenizer(model_ref)
     check_tokenizer(dataset, tokenizer)
     if options.merge and config.method == "prompt-tuning":  # refuse before training, not after it
-        raise PrivtuneError("only LoRA/QLoRA adapters can be merged; prompt-tuning keeps its soft prompt",
-                            field="--merge", hint="train without --merge and serve the adapter as it is")
+        from privtune.train.export import not_mergeable
+
+        raise not_mergeable("train without --merge and serve the adapter as it is")
     artifact_id = artifact_id_for(dataset, model_ref, config)
     existing = workspace.get("model", artifact_id)
     if existing and not options.force:

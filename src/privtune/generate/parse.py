@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 _TASK = re.compile(r"^\s*(\d+)\.\s*Instruction:\s*(.*?)\s*\n\s*\1\.\s*Input:\s*(.*?)\s*\n\s*\1\.\s*Output:\s*(.*?)\s*$",
                    re.DOTALL)
+_TASK_MARKER = re.compile(r"^\s*\d+\s*\.\s*(Instruction|Input|Output)\s*:", re.MULTILINE | re.IGNORECASE)
+"""A line that opens a numbered task field: inside a parsed field it means two tasks ran together
+(the teacher left out the `###` between them), so the block is not one task."""
 DEFAULT_BLOCKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
                      "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"]
 
@@ -37,6 +40,8 @@ def parse_tasks(text: str, truncated: bool) -> tuple[list[Task], int]:
 
 def rejection_reason(task: Task, min_words: int, max_words: int, blocklist: list[str]) -> str | None:
     """Why Alpaca's filters would drop this task, or None to keep it."""
+    if any(_TASK_MARKER.search(text) for text in (task.instruction, task.input, task.output)):
+        return "merged_tasks"  # "1. Output: Hi!\n2. Instruction: ...": Alpaca's parser drops these too
     words = task.instruction.split()
     if len(words) < min_words:
         return "too_short"

@@ -9,6 +9,7 @@ never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -31,13 +32,19 @@ class ConfigValueError(ValueError):
         self.message = message
 
 
-def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+def _key_lines(node: yaml.Node, source: str, prefix: str = "") -> dict[str, int]:
+    """The line of each dotted key; a key given twice in one mapping is an error, because YAML
+    loaders keep the last one silently and the user's first value would vanish."""
     lines: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = f"{prefix}{key_node.value}"
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key + "."))
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise PrivtuneError(f"duplicate key (first given on line {lines[key]}); keep one",
+                                    source=source, line=line, field=key)
+            lines[key] = line
+            lines.update(_key_lines(value_node, source, key + "."))
     return lines
 
 
@@ -59,7 +66,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         data = {}
     if not isinstance(data, dict):
         raise PrivtuneError("a recipe must be a mapping of key: value", source=str(path), line=1)
-    return data, _key_lines(node) if node is not None else {}
+    return data, _key_lines(node, str(path)) if node is not None else {}
 
 
 def find_recipe(name_or_path: str) -> Path:
@@ -146,13 +153,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 2e-4 as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 2e-4 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # YAML reads .nan and .inf as floats; no setting means them
+                raise ConfigValueError(key, f"expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -151,3 +151,45 @@ def test_killed_prep_leaves_nothing_that_looks_finished(tiny_model, tmp_path):
     finished = [p for p in workspace.iterdir() if p.name.startswith("dataset-")]
     assert len(finished) == 1
     assert json.loads((finished[0] / "manifest.json").read_text())["metrics"]["examples"] == 30000
+
+
+BAD = FORMATS.parent / "bad"
+
+
+def test_skip_bad_rejects_what_the_chat_template_refuses(tiny_model, workspace):
+    """A template's raise_exception (roles must alternate) rejects that record with the template's words."""
+    config = prep.PrepConfig(skip_bad=True, template=str(BAD / "alternating.jinja"), validation_fraction=0,
+                             test_fraction=0)
+    artifact, _ = prep.run([BAD / "repeated_roles.jsonl"], str(tiny_model), config, workspace)
+    rejected = [json.loads(line) for line in (artifact.path / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["field"]) for r in rejected] == [(2, "template")]
+    assert "roles must alternate" in rejected[0]["error"]
+    metrics = artifact.manifest["metrics"]
+    assert (metrics["records_read"], metrics["rejected"], metrics["examples"]) == (2, 1, 1)
+
+
+def test_csv_records_are_numbered_by_the_physical_line_they_start_on(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text('prompt,completion\n"a\nb\nc",x\nd,y\n"e,f",z\n')
+    examples, _, _ = prep.load_examples([path], prep.PrepConfig())
+    assert [e["meta"]["line"] for e in examples] == [2, 5, 6]
+    assert examples[0]["messages"][0]["content"] == "a\nb\nc" and examples[2]["messages"][0]["content"] == "e,f"
+
+
+def test_odd_conversation_shapes_and_untrainable_examples_are_shown(tiny_model, workspace, cli, tmp_path):
+    path = tmp_path / "odd.jsonl"
+    turn = lambda role, text, **extra: {"role": role, "content": text, **extra}
+    rows = [[turn("assistant", "Hi, how can I help?"), turn("user", "refund"), turn("assistant", "Done.")],
+            [turn("user", "a"), turn("user", "b"), turn("assistant", "c")],
+            [turn("user", "fine"), turn("assistant", "yes")]]
+    path.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
+    code, out = cli("prep", "--data", path, "--model", tiny_model, "--workspace", workspace.root,
+                    "--set", "validation_fraction=0", "--set", "test_fraction=0", "--set", "max_length=12",
+                    "--set", "overlength=truncate")
+    assert code == 0, out
+    metrics = workspace.artifacts()[0].manifest["metrics"]
+    assert (metrics["starts_with_assistant"], metrics["repeated_role"]) == (1, 1)
+    assert metrics["nothing_to_train"] >= 1  # truncated to 12 tokens: the reply is cut off entirely
+    flat = " ".join(out.split())
+    assert "conversations starting with the assistant │ 1" in flat and "role twice in a row │ 1" in flat
+    assert f"nothing to train (dropped) │ {metrics['nothing_to_train']}" in flat

@@ -61,6 +61,23 @@ CASES = [
     ("GGUF that is not one", ["prep", "--data", "{bad}/../formats/alpaca.jsonl", "--model", "{bad}/not_a_model.gguf"],
      "{bad}/not_a_model.gguf", "--model", "not a readable GGUF"),
     ("import a non-GGUF file", ["import", "{bad}/truncated.jsonl"], "{bad}/truncated.jsonl", "GGUF", "not a .gguf"),
+    ("lone surrogate", ["prep", "--data", "{bad}/lone_surrogate.jsonl"], "{bad}/lone_surrogate.jsonl:2",
+     "instruction", "lone surrogate"),
+    ("JSON nested 200,000 deep", ["prep", "--data", "{tmp}/deep.jsonl"], "{tmp}/deep.jsonl:2", None, "nested too deeply"),
+    ("Alpaca system is an object", ["prep", "--data", "{bad}/system_object.jsonl"], "{bad}/system_object.jsonl:2",
+     "system", "expected a string"),
+    ("system-only conversation", ["prep", "--data", "{bad}/system_only.jsonl"], "{bad}/system_only.jsonl:1",
+     "messages", "only a system turn"),
+    ("chat template raises", ["prep", "--data", "{bad}/repeated_roles.jsonl", "--template", "{bad}/alternating.jinja"],
+     "{bad}/repeated_roles.jsonl:2", "template", "roles must alternate"),
+    ("CSV row on a later physical line", ["prep", "--data", "{bad}/multiline_row.csv"], "{bad}/multiline_row.csv:5",
+     None, "header has 3 columns"),
+    ("--set learning_rate=.nan", ["train", "--data", "x", "--set", "learning_rate=.nan"], "--set", "learning_rate",
+     "finite"),
+    ("recipe epochs: .inf", ["train", "--data", "x", "--recipe", "{bad}/recipe_inf_epochs.yaml"],
+     "{bad}/recipe_inf_epochs.yaml:3", "epochs", "finite"),
+    ("recipe duplicate key", ["train", "--data", "x", "--recipe", "{bad}/recipe_duplicate_key.yaml"],
+     "{bad}/recipe_duplicate_key.yaml:4", "learning_rate", "duplicate key"),
 ]
 
 
@@ -68,6 +85,7 @@ CASES = [
 def long_line(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("long")
     (folder / "long_line.jsonl").write_text('{"instruction": "' + "x" * 10_000_000 + '", "output": \n')
+    (folder / "deep.jsonl").write_text('{"instruction": "a", "output": "b"}\n' + "[" * 200_000 + "]" * 200_000 + "\n")
     return folder
 
 

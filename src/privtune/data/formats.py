@@ -9,6 +9,7 @@ Every error names the file, the line (or CSV/Parquet row) and the field.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +54,23 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
                                     line=number, hint="re-encode the file as UTF-8") from None
             if not text.strip():
                 continue
-            try:
-                yield RawRecord(json.loads(text), str(path), number)
-            except json.JSONDecodeError as exc:
-                raise PrivtuneError(f"malformed JSON: {exc.msg} (column {exc.colno})", source=str(path),
-                                    line=number) from None
+            yield RawRecord(_parse_json(text, str(path), number), str(path), number)
+
+
+def _parse_json(text: str, source: str, line: int | None) -> Any:
+    """json.loads with errors that name the place: `line` for one JSONL line, None for a whole file."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PrivtuneError(f"malformed JSON: {exc.msg} (column {exc.colno})", source=source,
+                            line=line or exc.lineno) from None
+    except RecursionError:  # the parser recurses per level: `[[[[...` 200,000 deep
+        raise PrivtuneError("malformed JSON: nested too deeply", source=source, line=line or 1) from None
 
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
+    """A JSON array is parsed whole (the standard library has no streaming parser): JSONL, CSV and
+    Parquet stream, so a large dataset belongs in one of those."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -68,11 +78,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
         raise PrivtuneError("invalid UTF-8", source=str(path), line=line) from None
     if not text.strip():
         return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PrivtuneError(f"malformed JSON: {exc.msg} (column {exc.colno})", source=str(path),
-                            line=exc.lineno) from None
+    data = _parse_json(text, str(path), None)
     if isinstance(data, dict):  # {"data": [...]} or a single record
         lists = [v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
         data = lists[0] if len(lists) == 1 and "messages" not in data and "conversations" not in data else [data]
@@ -83,32 +89,61 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
         yield RawRecord(item, f"{path}[{index}]", index + 1)
 
 
-def _read_table(path: Path, kind: str) -> Iterator[RawRecord]:
-    from datasets import Dataset
+CSV_FIELD_LIMIT = 64 << 20  # characters; the csv module's default (128 KiB) rejects long documents
+
+
+def _read_csv(path: Path) -> Iterator[RawRecord]:
+    """Rows of a CSV file, streamed, each numbered by the physical line it starts on: a quoted field
+    may span lines, and the user's editor shows the line, not the row count. Every value is a string."""
+    def lines() -> Iterator[str]:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    raise PrivtuneError("invalid UTF-8", source=str(path), line=number,
+                                        hint="re-encode the file as UTF-8") from None
+
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(lines())
+    header, start = None, 1
+    try:
+        for row in reader:
+            if not row:
+                start = reader.line_num + 1
+                continue
+            if header is None:
+                header = row
+            elif len(row) != len(header):
+                raise PrivtuneError(f"row has {len(row)} fields but the header has {len(header)} columns "
+                                    f"({', '.join(header)})", source=str(path), line=start)
+            else:
+                yield RawRecord(dict(zip(header, row)), str(path), start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise PrivtuneError(f"cannot parse CSV: {exc}", source=str(path), line=reader.line_num) from None
+
+
+def _read_parquet(path: Path, batch_rows: int = 1024) -> Iterator[RawRecord]:
+    """Rows of a Parquet file, a batch at a time, numbered from 1."""
+    import pyarrow.parquet as pq
 
     try:
-        if kind == "csv":
-            text = path.read_bytes()
-            try:
-                text.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise PrivtuneError("invalid UTF-8", source=str(path),
-                                    line=text[: exc.start].count(b"\n") + 1) from None
-            table = Dataset.from_csv(str(path), keep_in_memory=True, keep_default_na=False)
-        else:
-            table = Dataset.from_parquet(str(path), keep_in_memory=True)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        number = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                yield RawRecord(row, str(path), number)
     except PrivtuneError:
         raise
-    except Exception as exc:  # pandas/pyarrow parse errors have many types
-        raise PrivtuneError(f"cannot parse {kind.upper()}: {str(exc).splitlines()[0]}", source=str(path)) from None
-    first_row = 2 if kind == "csv" else 1  # CSV line 1 is the header
-    for index, row in enumerate(table):
-        yield RawRecord(row, str(path), index + first_row)
+    except Exception as exc:  # pyarrow's errors have many types
+        raise PrivtuneError(f"cannot parse Parquet: {str(exc).splitlines()[0]}", source=str(path)) from None
 
 
 READERS: dict[str, Callable[[Path], Iterator[RawRecord]]] = {
     ".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json,
-    ".csv": lambda p: _read_table(p, "csv"), ".parquet": lambda p: _read_table(p, "parquet"),
+    ".csv": _read_csv, ".parquet": _read_parquet,
 }
 
 
@@ -173,6 +208,11 @@ def _text(record: RawRecord, data: dict, field: str, *, required: bool = True, l
         return ""
     if not isinstance(value, str):
         raise _fail(record, label, f"expected a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON allows "\ud83d" alone; no tokenizer or file can hold it
+        raise _fail(record, label, f"not valid Unicode: a lone surrogate {value[exc.start]!r} at character "
+                                   f"{exc.start}") from None
     if required and not value.strip():
         raise _fail(record, label, "empty")
     return value
@@ -208,6 +248,9 @@ def _turns(record: RawRecord, items: Any, field: str, role_key: str, text_key: s
 
 def _check_conversation(record: RawRecord, messages: list[dict], field: str) -> list[dict]:
     roles = [m["role"] for m in messages]
+    if set(roles) == {"system"}:
+        raise _fail(record, field, "the conversation has only a system turn; it needs a user turn and an "
+                                   "assistant reply")
     if "system" in roles[1:]:
         raise _fail(record, f"{field}[{roles.index('system', 1)}].role", "a system turn may only come first")
     if roles[-1] != "assistant":
@@ -239,7 +282,8 @@ def normalize(record: RawRecord, fmt: str) -> dict:
         instruction = _text(record, data, "instruction")
         extra = _text(record, data, "input", required=False)
         user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        messages = _single_turn(user, _text(record, data, "output"), data.get("system") or None)
+        system = _text(record, data, "system", required=False)
+        messages = _single_turn(user, _text(record, data, "output"), system if system.strip() else None)
     elif fmt == "dolly":
         instruction = _text(record, data, "instruction")
         context = _text(record, data, "context", required=False)
@@ -250,3 +294,15 @@ def normalize(record: RawRecord, fmt: str) -> dict:
     else:
         raise PrivtuneError(f"unknown format '{fmt}'", field="--format", hint=f"one of: auto, {', '.join(FORMATS)}")
     return {"messages": messages, "meta": {"source": record.source, "line": record.line, "format": fmt}}
+
+
+def odd_shapes(messages: list[dict]) -> list[str]:
+    """Conversation shapes that train but are often a data mistake: the first turn after the system
+    prompt is the assistant's, or one role speaks twice in a row. Prep counts them and warns."""
+    roles = [m["role"] for m in messages if m["role"] != "system"]
+    shapes = []
+    if roles and roles[0] == "assistant":
+        shapes.append("starts_with_assistant")
+    if any(a == b for a, b in zip(roles, roles[1:])):
+        shapes.append("repeated_role")
+    return shapes

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
+import shutil
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Iterator, Literal
 
 from privtune.artifacts import Artifact, Workspace, input_record, stable_hash, write_atomic
 from privtune.config import ConfigValueError, config_dict
-from privtune.data.formats import BadRecord, apply_mapping, detect_format, normalize, read_records
+from privtune.data.formats import BadRecord, apply_mapping, detect_format, normalize, odd_shapes, read_records
 from privtune.data.render import choose_template, render_with_spans, tokenize_with_masks, tokenizer_fingerprint
 from privtune.errors import PrivtuneError
 from privtune.models.loading import load_tokenizer, resolve_model
@@ -51,9 +54,32 @@ class PrepConfig:
                 raise ConfigValueError(name, f"must be in [0, 0.5), got {getattr(self, name)}")
 
 
-def load_examples(files: list[Path], config: PrepConfig) -> tuple[list[dict], list[dict], dict[str, str]]:
-    """Read and normalise every record; returns examples, rejected records, and the format per file."""
-    examples, rejected, formats = [], [], {}
+class Rejects:
+    """Bad records kept for review (--skip-bad): streamed to `path` (rejected.jsonl) so memory stays
+    flat, or kept in `rows` when there is no path (small files read whole)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path, self.count, self.rows, self._handle = path, 0, [], None
+
+    def add(self, error: PrivtuneError, record) -> None:
+        self.count += 1
+        row = {"source": error.source, "line": error.line, "field": error.field, "error": error.message,
+               "record": record}
+        if self.path is None:
+            self.rows.append(row)
+            return
+        if self._handle is None:
+            self._handle = open(self.path, "w", encoding="utf-8")
+        self._handle.write(json.dumps(row, ensure_ascii=False, default=repr) + "\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def iter_examples(files: list[Path], config: PrepConfig, rejects: Rejects,
+                  formats: dict[str, str]) -> Iterator[dict]:
+    """Read and normalise records one at a time; fills `formats` (file -> format) as it goes."""
     for path in files:
         fmt = None if config.format == "auto" else config.format
         for record in read_records(path):
@@ -62,14 +88,19 @@ def load_examples(files: list[Path], config: PrepConfig) -> tuple[list[dict], li
                 if fmt is None:
                     fmt = detect_format(record)
                     formats[str(path)] = fmt
-                examples.append(normalize(record, fmt))
+                yield normalize(record, fmt)
             except BadRecord as exc:
                 if not config.skip_bad:
                     raise
-                rejected.append({"source": exc.source, "line": exc.line, "field": exc.field,
-                                 "error": exc.message, "record": record.data})
+                rejects.add(exc, record.data)
         formats.setdefault(str(path), fmt or config.format)
-    return examples, rejected, formats
+
+
+def load_examples(files: list[Path], config: PrepConfig) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """Every record of small files in memory (seed files, tests): examples, rejected records, formats."""
+    rejects, formats = Rejects(), {}
+    examples = list(iter_examples(files, config, rejects, formats))
+    return examples, rejects.rows, formats
 
 
 def content_key(example: dict) -> str:
@@ -88,84 +119,143 @@ def split_of(key: str, seed: int, validation_fraction: float, test_fraction: flo
     return "train"
 
 
-def _percentiles(lengths: list[int]) -> dict[str, int]:
-    if not lengths:
+def _percentiles(histogram: "np.ndarray") -> dict[str, int]:
+    """Length percentiles from a histogram of lengths: exact, in memory that does not grow with the data."""
+    import numpy as np
+
+    total = int(histogram.sum())
+    if not total:
         return {}
-    ordered = sorted(lengths)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-    return {"min": ordered[0], "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": ordered[-1]}
+    cumulative = np.cumsum(histogram)
+    at = lambda index: int(np.searchsorted(cumulative, index + 1))  # the length at this sorted position
+    pick = lambda q: at(min(total - 1, int(q * total)))
+    return {"min": at(0), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": at(total - 1)}
 
 
 _WORKER_STATE: tuple = ()
 CHUNK = 2048
-
-
-@dataclass
-class Encoded:
-    """Token ids and trained-token masks of many examples, as flat arrays plus offsets."""
-
-    ids: "np.ndarray"
-    mask: "np.ndarray"
-    offsets: "np.ndarray"  # example n is ids[offsets[n]:offsets[n + 1]]
-
-    def length(self, n: int) -> int:
-        return int(self.offsets[n + 1] - self.offsets[n])
+PARALLEL_AFTER = 4  # chunks: below this much work, worker processes cost more than they save
 
 
 def _encode_chunk(conversations: list[list[dict]]):
+    """Token ids, masks and lengths of a chunk, and {index: message} for conversations the chat
+    template refused (a template may `raise_exception`, e.g. when roles do not alternate)."""
+    from jinja2 import TemplateError
+
     tokenizer, template = _WORKER_STATE
-    texts, spans = render_with_spans(tokenizer, template, conversations)
-    return tokenize_with_masks(tokenizer, texts, spans)
+    errors: dict[int, str] = {}
+    try:
+        texts, spans = render_with_spans(tokenizer, template, conversations)
+    except TemplateError:  # find which conversations the template refuses, one at a time
+        texts, spans = [], []
+        for n, conversation in enumerate(conversations):
+            try:
+                (text,), (span,) = render_with_spans(tokenizer, template, [conversation])
+            except TemplateError as exc:
+                errors[n], text, span = str(exc) or type(exc).__name__, "", []
+            texts.append(text)
+            spans.append(span)
+    return (*tokenize_with_masks(tokenizer, texts, spans), errors)
 
 
-def encode_conversations(conversations: list[list[dict]], tokenizer, template: str,
-                         workers: int | None = None) -> Encoded:
-    """Render and tokenize in chunks, across processes when there is enough work to pay for them."""
-    import numpy as np
-
+def encode_stream(chunks: Iterable[list], tokenizer, template: str) -> Iterator[tuple[list, tuple]]:
+    """(chunk, encoded chunk) in order, for chunks of (key, example) pairs. Across processes once
+    there is enough work; a few chunks in flight at most, so memory does not grow with the input."""
     global _WORKER_STATE
     _WORKER_STATE = (tokenizer, template)
-    chunks = [conversations[i: i + CHUNK] for i in range(0, len(conversations), CHUNK)]
-    if workers is None:
-        workers = min(len(chunks), os.cpu_count() or 1, 4) if len(conversations) >= 4 * CHUNK else 1
-    if workers > 1:
-        context = multiprocessing.get_context("fork")  # the tokenizer is inherited, not pickled
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(track(pool.map(_encode_chunk, chunks), "tokenizing", total=len(chunks)))
-    else:
-        results = [_encode_chunk(chunk) for chunk in track(chunks, "tokenizing")]
-    if not results:
-        return Encoded(np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(1, np.int64))
-    lengths = np.concatenate([r[2] for r in results])
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return Encoded(np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), offsets)
+    chunks = iter(chunks)
+    head = list(itertools.islice(chunks, PARALLEL_AFTER))
+    workers = min(os.cpu_count() or 1, 4) if len(head) == PARALLEL_AFTER else 1
+    chunks = itertools.chain(head, chunks)
+    conversations = lambda chunk: [example["messages"] for _, example in chunk]
+    if workers == 1:
+        for chunk in chunks:
+            yield chunk, _encode_chunk(conversations(chunk))
+        return
+    context = multiprocessing.get_context("fork")  # the tokenizer is inherited, not pickled
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(_encode_chunk, conversations(chunk))))
+            if len(pending) > 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
-def select_examples(encoded: Encoded, config: PrepConfig) -> tuple[list[tuple[int, int, int]], dict]:
-    """Apply max_length: (example index, start, end) of each kept example, and what was dropped or cut."""
-    kept, counts = [], {"overlength_dropped": 0, "truncated": 0, "nothing_to_train": 0}
-    for n in range(len(encoded.offsets) - 1):
-        start, end = int(encoded.offsets[n]), int(encoded.offsets[n + 1])
-        if end - start > config.max_length:
-            if config.overlength == "drop":
-                counts["overlength_dropped"] += 1
-                continue
-            counts["truncated"] += 1
-            end = start + config.max_length
-        if not encoded.mask[start:end].any():
-            counts["nothing_to_train"] += 1
-            continue
-        kept.append((n, start, end))
-    return kept, counts
+class SeenKeys:
+    """Content keys seen so far, for dedup, in an SQLite file: a set in memory would grow with the data."""
+
+    def __init__(self, path: Path):
+        import sqlite3
+
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768;"
+                              "CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+
+    def add(self, key: str) -> bool:
+        """True if `key` is new."""
+        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(key),)).rowcount == 1
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+class SplitWriters:
+    """Each split's examples (`<split>.jsonl`) and token ids and masks (`tokenized/<split>.parquet`,
+    the columns TRL reads), appended as examples arrive, in row groups of `group_rows`."""
+
+    def __init__(self, folder: Path, group_rows: int = 8192):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("assistant_masks", pa.list_(pa.int8()))])
+        (folder / "tokenized").mkdir(exist_ok=True)
+        self.group_rows = group_rows
+        self.counts = dict.fromkeys(SPLITS, 0)
+        self.pending: dict[str, list] = {name: [] for name in SPLITS}
+        self.jsonl = {name: open(folder / f"{name}.jsonl", "w", encoding="utf-8") for name in SPLITS}
+        self.parquet = {name: pq.ParquetWriter(folder / "tokenized" / f"{name}.parquet", self.schema)
+                        for name in SPLITS}
+
+    def add(self, split: str, example: dict, ids, mask) -> None:
+        self.jsonl[split].write(json.dumps(example, ensure_ascii=False) + "\n")
+        self.pending[split].append((ids, mask))
+        self.counts[split] += 1
+        if len(self.pending[split]) >= self.group_rows:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        rows, self.pending[split] = self.pending[split], []
+        if not rows:
+            return
+        offsets = pa.array(np.concatenate([[0], np.cumsum([len(ids) for ids, _ in rows])]), pa.int32())
+        self.parquet[split].write_table(pa.table({
+            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([i for i, _ in rows]), pa.int32())),
+            "assistant_masks": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([m for _, m in rows]),
+                                                                          pa.int8())),
+        }, schema=self.schema))
+
+    def close(self) -> None:
+        for name in SPLITS:
+            self._flush(name)
+            self.parquet[name].close()
+            self.jsonl[name].close()
 
 
 def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
         force: bool = False) -> tuple[Artifact, bool]:
-    """Prepare `files` for `model`; returns the artifact and whether it was found rather than built."""
+    """Prepare `files` for `model`; returns the artifact and whether it was found rather than built.
+
+    Records stream from the files through to the dataset, so memory does not grow with their size.
+    """
     if not files:
         raise PrivtuneError("no input files", field="--data")
     files = [Path(f) for f in files]
@@ -184,13 +274,19 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     if existing and not force:
         return existing, True
 
-    examples, rejected, formats = load_examples(files, config)
     staging = workspace.stage("dataset", artifact_id)
-    stats = write_dataset(staging.path, examples, tokenizer, template, config, source=str(files[0]))
-    if rejected:
-        _write_jsonl(staging.path / "rejected.jsonl", rejected)
-    stats["records_read"] += len(rejected)
-    stats["rejected"] = len(rejected)
+    rejects, formats = Rejects(staging.path / "rejected.jsonl"), {}
+    try:
+        examples = iter_examples(files, config, rejects, formats)
+        stats = write_dataset(staging.path, examples, tokenizer, template, config, source=str(files[0]),
+                              rejects=rejects)
+    except BaseException:
+        shutil.rmtree(staging.path, ignore_errors=True)  # prep starts over; nothing half-written stays
+        raise
+    finally:
+        rejects.close()
+    stats["records_read"] += rejects.count - stats["template_rejected"]  # bad records never reached the writer
+    stats["rejected"] = rejects.count
     manifest = {
         "stage": "prep", "parents": parents, "inputs": inputs, "formats": formats,
         "config": config_dict(config), "seed": config.seed, "metrics": stats,
@@ -199,73 +295,102 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     return staging.finish(manifest), False
 
 
-def write_dataset(folder: Path, examples: list[dict], tokenizer, template: str, config: PrepConfig,
-                  source: str) -> dict:
+def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: str, config: PrepConfig,
+                  source: str, rejects: Rejects | None = None) -> dict:
     """Dedup, tokenize, length-filter and split schema examples into `folder`; returns the stats.
 
-    Shared by prep and generate, so both write the same dataset layout that train reads.
+    Shared by prep and generate, so both write the same dataset layout that train reads. Examples
+    stream through: dedup keys live on disk, lengths in a histogram, output is appended.
+    A conversation the chat template refuses is a bad record (kept in `rejects` under --skip-bad).
     """
-    keys = [content_key(example) for example in examples]
-    read_count = len(examples)
-    if config.dedup:
-        first_of = {}
-        for index, key in enumerate(keys):
-            first_of.setdefault(key, index)
-        examples, keys = [examples[i] for i in first_of.values()], list(first_of)
-    encoded = encode_conversations([e["messages"] for e in examples], tokenizer, template)
-    kept, counts = select_examples(encoded, config)
+    import numpy as np
+
+    counts = dict.fromkeys(("records_read", "duplicates", "overlength_dropped", "truncated", "nothing_to_train",
+                            "template_rejected", "starts_with_assistant", "repeated_role"), 0)
+    histogram = np.zeros(config.max_length + 1, np.int64)
+    tokens = trained_tokens = 0
+    seen = SeenKeys(folder / ".seen.sqlite") if config.dedup else None
+
+    def unique() -> Iterator[tuple[str, dict]]:
+        for example in examples:
+            counts["records_read"] += 1
+            key = content_key(example)
+            if seen is not None and not seen.add(key):
+                counts["duplicates"] += 1
+                continue
+            for shape in odd_shapes(example["messages"]):
+                counts[shape] += 1
+            yield key, example
+
+    def chunked(items: Iterator) -> Iterator[list]:
+        while chunk := list(itertools.islice(items, CHUNK)):
+            yield chunk
+
+    writers = SplitWriters(folder)
+    try:
+        for chunk, (ids, mask, lengths, errors) in track(encode_stream(chunked(unique()), tokenizer, template),
+                                                         "tokenizing"):
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            for n, (key, example) in enumerate(chunk):
+                if n in errors:
+                    meta = example.get("meta", {})
+                    error = BadRecord(f"the chat template refused this conversation: {errors[n]}",
+                                      source=meta.get("source", source), line=meta.get("line"), field="template")
+                    if rejects is None or not config.skip_bad:
+                        raise error
+                    counts["template_rejected"] += 1
+                    rejects.add(error, example)
+                    continue
+                start, end = int(offsets[n]), int(offsets[n + 1])
+                if end - start > config.max_length:
+                    if config.overlength == "drop":
+                        counts["overlength_dropped"] += 1
+                        continue
+                    counts["truncated"] += 1
+                    end = start + config.max_length
+                if not mask[start:end].any():
+                    counts["nothing_to_train"] += 1
+                    continue
+                split = split_of(key, config.seed, config.validation_fraction, config.test_fraction)
+                writers.add(split, example, ids[start:end], mask[start:end])
+                histogram[end - start] += 1
+                tokens += end - start
+                trained_tokens += int(mask[start:end].sum())
+    finally:
+        writers.close()
+        if seen is not None:
+            seen.close()
+    kept = sum(writers.counts.values())
     if not kept:
         raise PrivtuneError("no usable examples left after filtering", source=source,
                             hint=f"max_length is {config.max_length}; raise it or use --set overlength=truncate")
-    by_split: dict[str, list] = {name: [] for name in SPLITS}
-    for item in kept:
-        split = split_of(keys[item[0]], config.seed, config.validation_fraction, config.test_fraction)
-        by_split[split].append(item)
-    if not by_split["train"]:
+    if not writers.counts["train"]:
         raise PrivtuneError("the train split is empty; add records or lower the validation/test fractions",
                             source=source)
-    write_tokenized(folder, by_split, encoded)
-    for name, items in by_split.items():
-        _write_jsonl(folder / f"{name}.jsonl", [examples[n] for n, _, _ in items])
     write_atomic(folder / "chat_template.jinja", template)
-    lengths = [end - start for _, start, end in kept]
-    return {
-        "records_read": read_count, "rejected": 0, "duplicates": read_count - len(examples), **counts,
-        "examples": len(kept), "splits": {k: len(v) for k, v in by_split.items()}, "tokens": int(sum(lengths)),
-        "trained_tokens": int(sum(int(encoded.mask[start:end].sum()) for _, start, end in kept)),
-        "length_percentiles": _percentiles(lengths),
-    }
-
-
-def write_tokenized(folder: Path, by_split: dict[str, list], encoded: Encoded) -> None:
-    """One Parquet file per split with `input_ids` and `assistant_masks`, the columns TRL reads."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    (folder / "tokenized").mkdir(exist_ok=True)
-    for name, items in by_split.items():
-        starts = np.array([start for _, start, _ in items], dtype=np.int64)
-        lengths = np.array([end - start for _, start, end in items], dtype=np.int64)
-        ends = np.cumsum(lengths)
-        index = np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
-        offsets = pa.array(np.concatenate([[0], ends]), pa.int32())
-        table = pa.table({
-            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(encoded.ids[index], pa.int32())),
-            "assistant_masks": pa.ListArray.from_arrays(offsets, pa.array(encoded.mask[index], pa.int8())),
-        })
-        pq.write_table(table, folder / "tokenized" / f"{name}.parquet")
+    return {**counts, "rejected": 0, "examples": kept, "splits": dict(writers.counts), "tokens": tokens,
+            "trained_tokens": trained_tokens, "length_percentiles": _percentiles(histogram)}
 
 
 def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
-    """What the user should see after prep: counts and what was dropped."""
+    """What the user should see after prep: counts, what was dropped, and shapes worth a look."""
     m = artifact.manifest["metrics"]
     p = m.get("length_percentiles", {})
-    return [
+    rows = [
         ("records read", str(m["records_read"])), ("rejected (bad)", str(m["rejected"])),
         ("exact duplicates removed", str(m["duplicates"])), ("over max_length dropped", str(m["overlength_dropped"])),
-        ("truncated", str(m["truncated"])), ("examples kept", str(m["examples"])),
+        ("truncated", str(m["truncated"])), ("nothing to train (dropped)", str(m["nothing_to_train"])),
+        ("examples kept", str(m["examples"])),
         ("train / validation / test", " / ".join(str(m["splits"][s]) for s in SPLITS)),
         ("tokens (trained)", f"{m['tokens']} ({m['trained_tokens']})"),
         ("length p50 / p90 / p99 / max", f"{p.get('p50')} / {p.get('p90')} / {p.get('p99')} / {p.get('max')}"),
     ]
+    for key, label in SHAPE_WARNINGS.items():
+        if m.get(key):
+            rows.append((f"warning: {label}", str(m[key])))
+    return rows
+
+
+SHAPE_WARNINGS = {"template_rejected": "refused by the chat template (rejected)",
+                  "starts_with_assistant": "conversations starting with the assistant",
+                  "repeated_role": "conversations with a role twice in a row"}

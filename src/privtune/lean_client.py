@@ -11,34 +11,60 @@ validates the answer with pydantic's compiled validator, 0.4-0.5 ms a request (b
 
 What stays the same, so callers cannot tell the difference: the result is an
 `openai.types.chat.ChatCompletion`; errors are the `openai` exception classes built by the `openai`
-client itself (same messages, `status_code`, `body`); retries follow `openai`'s policy (408, 409,
-429, 5xx, timeouts and connection errors; `retry-after` honoured up to 60 s; else 0.5 s doubling to
-8 s with up to 25% jitter; `x-should-retry` obeyed).
+client's public classes (same class, message, `status_code`, `body`); retries follow `openai`'s
+policy (408, 409, 429, 5xx, timeouts and connection errors; `x-should-retry` obeyed; `retry-after`
+(-ms, seconds or an HTTP date) honoured up to a cap, a longer one not retried; else a delay doubling
+from an initial one to a maximum, less up to 25% jitter). The cap and delays are read from the
+installed `openai` at import (120 s, 0.5 s and 8 s in openai 3.x), and tests/test_lean_client.py
+checks the policy against the installed client's own methods, so an upgrade that changes it fails a test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
-import random
+import math
+import time
+from random import random
 
-MAX_RETRY_AFTER = 60.0
+OPENAI_3_RETRY = {"DEFAULT_MAX_RETRIES": 2, "INITIAL_RETRY_DELAY": 0.5, "MAX_RETRY_DELAY": 8.0,
+                  "MAX_RETRY_AFTER_DELAY": 120.0}
+"""openai 3.x's retry constants: used only if the installed client no longer has them where 3.x keeps them."""
+
+
+def _openai_retry_constants() -> dict:
+    """The installed openai client's retry constants. They sit in its private `_constants` module, so a
+    release that moves them falls back to 3.x's values instead of breaking generate."""
+    try:
+        from openai import _constants
+
+        return {name: type(default)(getattr(_constants, name)) for name, default in OPENAI_3_RETRY.items()}
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return dict(OPENAI_3_RETRY)
+
+
+_RETRY = _openai_retry_constants()
+DEFAULT_MAX_RETRIES: int = _RETRY["DEFAULT_MAX_RETRIES"]
+INITIAL_RETRY_DELAY: float = _RETRY["INITIAL_RETRY_DELAY"]
+MAX_RETRY_DELAY: float = _RETRY["MAX_RETRY_DELAY"]
+MAX_RETRY_AFTER: float = _RETRY["MAX_RETRY_AFTER_DELAY"]
+STATUS_ERRORS = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
+                 404: "NotFoundError", 409: "ConflictError", 422: "UnprocessableEntityError", 429: "RateLimitError"}
+"""The openai exception class per status, as `AsyncOpenAI._make_status_error` picks it (5xx: InternalServerError)."""
 
 
 class LeanChatClient:
     """`await client.create(**params)` ~ `await AsyncOpenAI(...).chat.completions.create(**params)`."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float, max_retries: int, concurrency: int):
-        from openai import AsyncOpenAI
-
+    def __init__(self, base_url: str, api_key: str, *, timeout: float, max_retries: int = DEFAULT_MAX_RETRIES,
+                 concurrency: int):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_retries = max_retries
         self.timeout = timeout
         self.concurrency = concurrency
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
-        # never sends anything: it makes exceptions exactly as the openai client would
-        self._errors = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
         self._session = None
 
     def _open(self):
@@ -111,13 +137,29 @@ class LeanChatClient:
         return openai.APIConnectionError(request=self._request())
 
     def _status_error(self, status: int, headers, payload: bytes):
-        return self._errors._make_status_error_from_response(self._response(status, headers, payload))
+        """The exception the openai client raises for this answer: its class for the status, "Error code: N
+        - <error.message>", and the body's `error` object (or the text) as `body`."""
+        import openai
+
+        response = self._response(status, headers, payload)
+        message, body = f"Error code: {status}", response.text.strip()
+        try:
+            body = json.loads(body)
+        except ValueError:
+            pass
+        else:
+            error = body.get("error", body) if isinstance(body, dict) else None
+            text = error.get("message") if isinstance(error, dict) else None
+            if isinstance(text, str) and text:
+                message += f" - {text}"
+        name = STATUS_ERRORS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
+        return getattr(openai, name)(message, response=response,
+                                     body=body.get("error", body) if isinstance(body, dict) else body)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        await self._errors.close()
 
 
 def _aiohttp_error():
@@ -127,21 +169,31 @@ def _aiohttp_error():
 
 
 def _retry_after(headers) -> float | None:
+    """Seconds the server asks to wait, read as the openai client reads them: `retry-after-ms`, then
+    `retry-after` as seconds, then as an HTTP date; a number too large for a float counts as over the cap."""
     if headers is None:
         return None
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value) / scale
-            except ValueError:
-                return None
-    return None
+        if value is None:
+            continue
+        try:
+            delay = float(value)
+        except ValueError:
+            continue
+        if delay == math.inf and value.strip().lower() not in ("inf", "+inf", "infinity", "+infinity"):
+            return MAX_RETRY_AFTER + 1
+        return delay / scale
+    try:
+        date = email.utils.parsedate_tz(headers.get("retry-after"))
+        return None if date is None else float(email.utils.mktime_tz(date) - time.time())
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _should_retry(status: int, headers) -> bool:
     retry_after = _retry_after(headers)
-    if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+    if retry_after is not None and math.isfinite(retry_after) and retry_after > MAX_RETRY_AFTER:
         return False
     told = headers.get("x-should-retry")
     if told in ("true", "false"):
@@ -150,7 +202,9 @@ def _should_retry(status: int, headers) -> bool:
 
 
 def _backoff(attempt: int, headers) -> float:
+    """Seconds to wait before retry number `attempt + 1`."""
     retry_after = _retry_after(headers)
-    if retry_after is not None and 0 < retry_after <= MAX_RETRY_AFTER:
+    if retry_after is not None and math.isfinite(retry_after) and 0 < retry_after <= MAX_RETRY_AFTER:
         return retry_after
-    return min(0.5 * 2.0 ** attempt, 8.0) * (1 - 0.25 * random.random())
+    delay = min(INITIAL_RETRY_DELAY * 2.0 ** min(attempt, 1000), MAX_RETRY_DELAY) * (1 - 0.25 * random())
+    return max(delay, 0.0)

@@ -3,6 +3,9 @@
 No LLM runs here: each chat request gets a numbered batch of distinct made-up tasks. `faults` is a
 queue of what the next requests get instead: an HTTP status, "timeout" (answer after the client
 gave up), "echo_auth" (a 400 quoting the request's headers), "malformed" (no choices), "empty" (empty content), "truncated" (finish_reason length).
+`requests` counts every request that reached it; with `hold = n`, requests after the n-th wait unanswered
+until `hold` is set back to None (a run frozen with requests in flight); `repeat` answers every request
+with the same batch (a teacher that keeps repeating itself).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class FakeTeacher:
         self.tasks_per_response, self.model, self.latency = tasks_per_response, model, latency
         self.faults: deque = deque()
         self.requests = 0
+        self.hold: int | None = None
+        self.repeat = False
         self.auth_header_seen: list[str] = []
         self.rng = random.Random(0)
         self.app = FastAPI()
@@ -50,6 +55,9 @@ class FakeTeacher:
 
     async def chat(self, request: Request):
         self.requests += 1
+        number = self.requests
+        while self.hold is not None and number > self.hold:
+            await asyncio.sleep(0.02)
         self.auth_header_seen.append(request.headers.get("authorization", ""))
         body = await request.json()
         if body.get("model") != self.model:
@@ -64,6 +72,8 @@ class FakeTeacher:
             return JSONResponse({"error": {"message": f"scripted {fault}"}}, status_code=fault)
         if fault == "timeout":
             await asyncio.sleep(3)
+        if self.repeat:
+            self.rng.seed(0)
         content = "\n".join(self.task_text(i + 4) for i in range(self.tasks_per_response))
         choices = [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
         if fault == "malformed":
@@ -85,6 +95,7 @@ class FakeTeacher:
         return self
 
     def __exit__(self, *exc):
+        self.hold = None
         self.server.should_exit = True
         self.thread.join(timeout=5)
 

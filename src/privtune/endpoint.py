@@ -113,9 +113,10 @@ class Endpoint:
             text = text.replace(secret, "***")
         return text
 
-    def async_client(self, concurrency: int, lean: bool = False):
+    def async_client(self, concurrency: int, lean: bool = False, on_send=None):
         """An AsyncOpenAI client whose connection pool holds `concurrency` connections, or privtune's
-        lean client (same errors, retries and result types; `await client.create(**params)`)."""
+        lean client (same errors, retries and result types; `await client.create(**params)`).
+        `on_send(size)` is called just before each HTTP request leaves, retries included."""
         self.check()
         if lean:
             from privtune.lean_client import LeanChatClient
@@ -126,13 +127,18 @@ class Endpoint:
                                     "(--api-key-env), or pass --set client=openai")
 
             return LeanChatClient(self.base_url, self.api_key(), timeout=self.timeout, max_retries=self.max_retries,
-                                  concurrency=concurrency)
+                                  concurrency=concurrency, on_send=on_send)
         import httpx2
         from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+        async def sending(request):
+            on_send(len(request.content))
+
         limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        hooks = {"request": [sending]} if on_send else {}
         return AsyncOpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
-                           max_retries=self.max_retries, http_client=DefaultAsyncHttpxClient(limits=limits))
+                           max_retries=self.max_retries,
+                           http_client=DefaultAsyncHttpxClient(limits=limits, event_hooks=hooks))
 
     def client(self):
         from openai import OpenAI

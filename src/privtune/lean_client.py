@@ -58,8 +58,10 @@ class LeanChatClient:
     """`await client.create(**params)` ~ `await AsyncOpenAI(...).chat.completions.create(**params)`."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float, max_retries: int = DEFAULT_MAX_RETRIES,
-                 concurrency: int):
+                 concurrency: int, on_send=None):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.on_send = on_send
+        """Called with the body's size just before each request (retries too) leaves: egress accounting."""
         self.max_retries = max_retries
         self.timeout = timeout
         self.concurrency = concurrency
@@ -78,7 +80,7 @@ class LeanChatClient:
 
     async def create(self, **params):
         """One chat completion, retried like the openai client retries it."""
-        body = json.dumps({key: value for key, value in params.items() if value is not None})
+        body = json.dumps({key: value for key, value in params.items() if value is not None}).encode()
         for attempt in range(self.max_retries + 1):
             retries_left = attempt < self.max_retries
             try:
@@ -95,7 +97,9 @@ class LeanChatClient:
             await asyncio.sleep(_backoff(attempt, headers))
         raise AssertionError("unreachable")
 
-    async def _post(self, body: str) -> tuple[int, dict, bytes]:
+    async def _post(self, body: bytes) -> tuple[int, dict, bytes]:
+        if self.on_send:
+            self.on_send(len(body))
         async with self._open().post(self.url, data=body, headers=self._headers) as response:
             return response.status, response.headers, await response.read()
 

@@ -4,7 +4,8 @@ Self-instruct as Stanford Alpaca ran it: each request shows the teacher a few sa
 (and a few already generated), asks for a numbered batch of new ones, and the answers are parsed
 and filtered (length, block-list, non-text, exact and ROUGE-L near duplicates). Accepted examples
 are appended to a JSONL in the staging directory and flushed as they come, so a killed run resumes
-on the same command and stops at exactly N.
+on the same command and stops at exactly N. Each request to the teacher is written to an egress log
+before it leaves (egress.py), so the manifest counts every request the teacher received, kills included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, wr
 from privtune.config import ConfigValueError, config_dict
 from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
+from privtune.generate.egress import EGRESS_LOG, EgressLog, complete_lines
 from privtune.generate.neardup import NearDuplicateIndex
 from privtune.generate.parse import DEFAULT_BLOCKLIST, Task, parse_tasks, rejection_reason
 from privtune.generate.redact import redact
@@ -175,14 +177,7 @@ class Collector:
 
     def _resume(self) -> None:
         """Reload what an interrupted run kept; a torn last line (killed mid-write) is cut off."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(len(complete))
-        for line in complete.decode("utf-8").splitlines():
+        for line in complete_lines(self.path).decode("utf-8").splitlines():
             record = json.loads(line)
             self.kept.append(record)
             self.index.add(record["instruction"])
@@ -248,8 +243,8 @@ def _fatal(exc: Exception, endpoint: Endpoint) -> PrivtuneError | None:
 
 
 async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBuilder, collector: Collector,
-                   stats: Stats, mode: str) -> None:
-    client = endpoint.async_client(config.concurrency, lean=config.client == "lean")
+                   stats: Stats, egress: EgressLog, mode: str) -> None:
+    client = endpoint.async_client(config.concurrency, lean=config.client == "lean", on_send=egress.record)
     pending: dict[asyncio.Task, Prompt] = {}
     failures_in_a_row = 0
     with progress_bar() as bar:
@@ -365,12 +360,15 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     stats = Stats(**_load_progress(staging.path))
     builder = PromptBuilder(source, config, template, redact_text)
     collector = Collector(staging.path / ACCEPTED, config, source.seeds)
-    if collector.kept:
-        console.print(f"resuming: {len(collector.kept)} of {config.num} examples already accepted")
+    egress = EgressLog(staging.path / EGRESS_LOG)
+    if collector.kept or egress.sent:
+        console.print(f"resuming: {len(collector.kept)} of {config.num} examples already accepted "
+                      f"({egress.sent} requests sent so far)")
     try:
-        asyncio.run(_produce(endpoint, config, builder, collector, stats, source.mode))
+        asyncio.run(_produce(endpoint, config, builder, collector, stats, egress, source.mode))
     finally:
         collector.close()
+        egress.close()
         write_json_atomic(staging.path / PROGRESS, {**stats.__dict__, "drops": dict(collector.drops)})
     kept = collector.kept[: config.num]
     prep_config = prep.PrepConfig(seed=config.seed)
@@ -382,8 +380,8 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
         "stage": "generate", "mode": source.mode, "parents": [], "inputs": source.inputs,
         "config": config_dict(config), "teacher": endpoint.describe(), "seed": config.seed, "metrics": metrics,
         "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
-        "egress": {"host": endpoint.host, "remote": remote, "requests": stats.requests,
-                   "prompt_tokens": stats.prompt_tokens, "redacted": redact_text,
+        "egress": {"host": endpoint.host, "remote": remote, "requests": egress.sent, "bytes": egress.bytes,
+                   "log": EGRESS_LOG, "prompt_tokens": stats.prompt_tokens, "redacted": redact_text,
                    "redactions": builder.redactions,
                    "items_shown": len(source.seeds) if source.mode == "self_instruct" else len(source.chunks)},
     }
@@ -400,7 +398,8 @@ def _load_progress(folder: Path) -> dict:
 
 def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
     g = artifact.manifest["metrics"]["generation"]
-    rows = [("requests (failed)", f"{g['requests']} ({g['failed_requests']})"),
+    rows = [("sent to the teacher (HTTP requests, retries included)", str(artifact.manifest["egress"]["requests"])),
+            ("requests after retries (failed)", f"{g['requests']} ({g['failed_requests']})"),
             ("tokens in / out", f"{g['prompt_tokens']} / {g['completion_tokens']}"),
             ("malformed responses", str(g["malformed_responses"])),
             ("truncated responses", str(g["truncated_responses"])),

@@ -134,6 +134,8 @@ def generate(
     redact_text: bool = typer.Option(False, "--redact", help="Mask e-mails, phones, card/account numbers, IPs, keys in what is sent"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print one prompt and where it would go; send nothing"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight [default: 8]"),
+    max_requests: Optional[int] = typer.Option(None, "--max-requests", help="Stop after sending this many requests "
+                                               "(retries and resumed runs included), keeping what was accepted"),
     prompt_template: Optional[Path] = typer.Option(None, "--prompt-template", help="Replace the prompt file"),
     overrides: List[str] = SetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
@@ -145,7 +147,7 @@ def generate(
     from privtune.generate import stage
     from privtune.ui import console
 
-    settings = {k: v for k, v in {"num": num, "concurrency": concurrency,
+    settings = {k: v for k, v in {"num": num, "concurrency": concurrency, "max_requests": max_requests,
                                   "prompt_template": str(prompt_template) if prompt_template else None}.items()
                 if v is not None}
     config = build_config(stage.GenerateConfig, apply_overrides(settings, overrides, {}), source="command line")

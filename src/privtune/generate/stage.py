@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, wr
 from privtune.config import ConfigValueError, config_dict
 from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
-from privtune.generate.egress import EGRESS_LOG, EgressLog, complete_lines
+from privtune.generate.egress import EGRESS_LOG, BudgetSpent, EgressLog, complete_lines
 from privtune.generate.neardup import NearDuplicateIndex
 from privtune.generate.parse import DEFAULT_BLOCKLIST, Task, parse_tasks, rejection_reason
 from privtune.generate.redact import redact
@@ -35,6 +36,9 @@ from privtune.ui import console, progress_bar
 
 ACCEPTED = "generated.jsonl"
 PROGRESS = "progress.json"
+LIMITS = ("max_requests", "max_idle_requests")
+"""How long to keep asking, not what to make: left out of the dataset's identity, so a run one of them
+stopped continues (same id, same kept examples) when it is raised."""
 
 
 @dataclass
@@ -59,6 +63,12 @@ class GenerateConfig:
     """Retries per request with backoff (the openai client's) on 429, 5xx and timeouts."""
     max_failed_requests: int = 20
     """Stop (keeping what was accepted) after this many requests failed in a row."""
+    max_idle_requests: int = 20
+    """Stop (keeping what was accepted) after this many answered requests in a row added no example (every task
+    rejected: a teacher repeating itself, filters nothing passes); at least 2 x concurrency, as answers come in bursts."""
+    max_requests: int = 0
+    """Stop (keeping what was accepted) once this many HTTP requests were sent, retries and resumed runs
+    included; 0: no budget."""
     min_words: int = 3
     max_words: int = 150
     blocklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
@@ -71,9 +81,20 @@ class GenerateConfig:
     seed: int = 42
 
     def __post_init__(self):
-        for name in ("num", "seeds_per_prompt", "tasks_per_request", "concurrency", "max_tokens", "chunk_chars"):
+        for name in ("num", "seeds_per_prompt", "tasks_per_request", "concurrency", "max_tokens", "chunk_chars",
+                     "max_failed_requests", "max_idle_requests", "max_words"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("generated_per_prompt", "retries", "max_requests", "min_words"):
+            if getattr(self, name) < 0:
+                raise ConfigValueError(name, f"must be 0 or more, got {getattr(self, name)}")
+        if self.min_words > self.max_words:  # every instruction would be rejected, and requests sent forever
+            raise ConfigValueError("min_words", f"min_words ({self.min_words}) is greater than max_words "
+                                                f"({self.max_words}): no instruction can pass both")
+        if not 0 < self.top_p <= 1:
+            raise ConfigValueError("top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.timeout <= 0:
+            raise ConfigValueError("timeout", f"must be more than 0 seconds, got {self.timeout}")
         if not 0 < self.rouge_threshold <= 1:
             raise ConfigValueError("rouge_threshold", "must be in (0, 1]")
         if self.temperature < 0:
@@ -243,43 +264,75 @@ def _fatal(exc: Exception, endpoint: Endpoint) -> PrivtuneError | None:
 
 
 async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBuilder, collector: Collector,
-                   stats: Stats, egress: EgressLog, mode: str) -> None:
+                   stats: Stats, egress: EgressLog, mode: str) -> str | None:
+    """Ask until `num` examples are kept; returns why it stopped short of that, or None.
+
+    It stops short when the request budget is spent or when `idle_limit` answers in a row added nothing:
+    without that a teacher repeating itself, or filters nothing passes, are asked forever. Requests
+    already sent are answered and used first."""
     client = endpoint.async_client(config.concurrency, lean=config.client == "lean", on_send=egress.record)
     pending: dict[asyncio.Task, Prompt] = {}
-    failures_in_a_row = 0
+    failures_in_a_row = idle = 0
+    stopped = None
+    spent = f"the request budget (--max-requests {config.max_requests}) is spent"
     with progress_bar() as bar:
         task_id = bar.add_task("generating", total=config.num, completed=len(collector.kept))
         try:
             while len(collector.kept) < config.num:
-                while len(pending) < config.concurrency:
+                while not stopped and len(pending) < config.concurrency:
+                    if egress.spent():
+                        stopped = spent
+                        break
                     prompt = builder.build(collector.kept)
                     pending[asyncio.ensure_future(_ask(client, endpoint, config, prompt))] = prompt
+                if not pending:
+                    break
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     prompt = pending.pop(future)
-                    stats.requests += 1
                     try:
                         response = future.result()
-                    except Exception as exc:  # the client already retried what is retryable
-                        fatal = _fatal(exc, endpoint)
-                        if fatal:
-                            raise fatal from None
-                        stats.failed_requests += 1
-                        failures_in_a_row += 1
-                        if failures_in_a_row >= config.max_failed_requests:
-                            raise PrivtuneError(f"{failures_in_a_row} requests to {endpoint.host} failed in a row "
-                                                f"(last: {type(exc).__name__}: {endpoint.redact(str(exc))[:200]})",
-                                                field="--teacher-url",
-                                                hint="what was accepted is kept; re-run the same command to resume")
+                    except BudgetSpent:  # refused before anything was sent
+                        stopped = stopped or spent
                         continue
-                    failures_in_a_row = 0
-                    _take(response, prompt, endpoint, collector, stats, config, mode)
-                    bar.update(task_id, completed=min(len(collector.kept), config.num))
+                    except Exception as exc:  # the client already retried what is retryable
+                        stats.requests += 1
+                        failures_in_a_row += 1
+                        idle += 1
+                        _count_failure(exc, endpoint, config, stats, failures_in_a_row)
+                    else:
+                        stats.requests += 1
+                        failures_in_a_row = 0
+                        kept_before = len(collector.kept)
+                        _take(response, prompt, endpoint, collector, stats, config, mode)
+                        idle = 0 if len(collector.kept) > kept_before else idle + 1
+                        bar.update(task_id, completed=min(len(collector.kept), config.num))
+                    if idle >= idle_limit(config) and not stopped:
+                        drops = ", ".join(f"{r} {n}" for r, n in collector.drops.most_common(3)) or "none"
+                        stopped = f"{idle} requests in a row added no example (rejected so far: {drops})"
         finally:
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             await client.close()
+    return stopped
+
+
+def idle_limit(config: GenerateConfig) -> int:
+    return max(config.max_idle_requests, 2 * config.concurrency)
+
+
+def _count_failure(exc: Exception, endpoint: Endpoint, config: GenerateConfig, stats: Stats, in_a_row: int) -> None:
+    """A request that failed after the client's retries: stop at once if retrying cannot help, or after
+    `max_failed_requests` in a row."""
+    fatal = _fatal(exc, endpoint)
+    if fatal:
+        raise fatal from None
+    stats.failed_requests += 1
+    if in_a_row >= config.max_failed_requests:
+        raise PrivtuneError(f"{in_a_row} requests to {endpoint.host} failed in a row "
+                            f"(last: {type(exc).__name__}: {endpoint.redact(str(exc))[:200]})",
+                            field="--teacher-url", hint="what was accepted is kept; re-run the same command to resume")
 
 
 def _take(response, prompt: Prompt, endpoint: Endpoint, collector: Collector, stats: Stats,
@@ -343,12 +396,13 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     tokenizer = load_tokenizer(model_ref)
     chat_template = choose_template(tokenizer, "model")
     fingerprint = tokenizer_fingerprint(tokenizer, chat_template)
-    identity = {"stage": "generate", "inputs": [i["sha256"] for i in source.inputs], "config": config_dict(config),
+    what = {k: v for k, v in config_dict(config).items() if k not in LIMITS}
+    identity = {"stage": "generate", "inputs": [i["sha256"] for i in source.inputs], "config": what,
                 "teacher": {"url": endpoint.base_url, "model": endpoint.model}, "redact": redact_text,
                 "template": stable_hash(template), "tokenizer": fingerprint}
     artifact_id = stable_hash(identity)
     existing = workspace.get("dataset", artifact_id)
-    if existing and not force:
+    if existing and not force and not existing.manifest.get("stopped"):
         return existing, True
     remote = not is_private_host(endpoint.host)
     if remote:
@@ -357,20 +411,26 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
                       f"{'seed examples' if source.mode == 'self_instruct' else 'document chunks'}; "
                       f"redaction {'on' if redact_text else 'off'}")
     staging = workspace.stage("dataset", artifact_id, fresh=force)
+    if existing and not force and not (staging.path / ACCEPTED).exists():  # it stopped short: go on from there
+        for name in (ACCEPTED, EGRESS_LOG, PROGRESS):
+            if (existing.path / name).exists():
+                shutil.copy2(existing.path / name, staging.path / name)
     stats = Stats(**_load_progress(staging.path))
     builder = PromptBuilder(source, config, template, redact_text)
     collector = Collector(staging.path / ACCEPTED, config, source.seeds)
-    egress = EgressLog(staging.path / EGRESS_LOG)
+    egress = EgressLog(staging.path / EGRESS_LOG, config.max_requests)
     if collector.kept or egress.sent:
         console.print(f"resuming: {len(collector.kept)} of {config.num} examples already accepted "
                       f"({egress.sent} requests sent so far)")
     try:
-        asyncio.run(_produce(endpoint, config, builder, collector, stats, egress, source.mode))
+        stopped = asyncio.run(_produce(endpoint, config, builder, collector, stats, egress, source.mode))
     finally:
         collector.close()
         egress.close()
         write_json_atomic(staging.path / PROGRESS, {**stats.__dict__, "drops": dict(collector.drops)})
     kept = collector.kept[: config.num]
+    if stopped:
+        _report_stop(stopped, len(kept), config, egress.sent, staging.path)
     prep_config = prep.PrepConfig(seed=config.seed)
     dataset_stats = prep.write_dataset(staging.path, [to_example(r) for r in kept], tokenizer, chat_template,
                                        prep_config, source=str(staging.path / ACCEPTED))
@@ -379,13 +439,26 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     manifest = {
         "stage": "generate", "mode": source.mode, "parents": [], "inputs": source.inputs,
         "config": config_dict(config), "teacher": endpoint.describe(), "seed": config.seed, "metrics": metrics,
-        "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
+        "model": model_ref.location, "tokenizer_fingerprint": fingerprint, "stopped": stopped,
         "egress": {"host": endpoint.host, "remote": remote, "requests": egress.sent, "bytes": egress.bytes,
                    "log": EGRESS_LOG, "prompt_tokens": stats.prompt_tokens, "redacted": redact_text,
                    "redactions": builder.redactions,
                    "items_shown": len(source.seeds) if source.mode == "self_instruct" else len(source.chunks)},
     }
     return staging.finish(manifest), False
+
+
+def _report_stop(why: str, kept: int, config: GenerateConfig, sent: int, staging: Path) -> None:
+    """A run that stopped short of `num`: an error if nothing was kept (the staging directory stays, so the
+    same command resumes), else a warning; the dataset of what was kept is written, and a re-run continues it."""
+    hint = ("re-run the same command to continue (a larger --max-requests, --set max_idle_requests=N are the "
+            "same run); if the teacher repeats itself raise its temperature, if the filters reject everything "
+            "check --set min_words/max_words/blocklist")
+    if not kept:
+        raise PrivtuneError(f"stopped after {sent} requests: {why}; no example was accepted", source=str(staging),
+                            hint=hint)
+    console.print(f"[yellow]stopped short[/] after {sent} requests: {why}; writing the {kept} of {config.num} "
+                  f"examples accepted.\n  hint: {hint}")
 
 
 def _load_progress(folder: Path) -> dict:
@@ -405,5 +478,7 @@ def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
             ("truncated responses", str(g["truncated_responses"])),
             ("tasks parsed (unparsed blocks)", f"{g['parsed']} ({g['unparsed_blocks']})"),
             ("kept", str(artifact.manifest["metrics"]["generated"]))]
+    if artifact.manifest.get("stopped"):
+        rows.append(("stopped short", artifact.manifest["stopped"]))
     rows += [(f"dropped: {reason}", str(count)) for reason, count in sorted(g["dropped"].items())]
     return rows

@@ -95,9 +95,22 @@ class Artifact:
         manifest_path = Path(path) / MANIFEST
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PrivtuneError(f"not a privtune artifact ({exc})", source=str(manifest_path)) from None
+        except FileNotFoundError:
+            raise PrivtuneError("not a privtune artifact (no manifest.json)", source=str(path)) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DamagedArtifact(str(exc), source=str(manifest_path)) from None
+        if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), str) for k in ("kind", "id")):
+            raise DamagedArtifact("no 'kind' and 'id'", source=str(manifest_path))
         return cls(Path(path), manifest)
+
+
+class DamagedArtifact(PrivtuneError):
+    """An artifact folder whose manifest.json cannot be read: reported, never silently skipped or reused."""
+
+    def __init__(self, problem: str, source: str):
+        super().__init__(f"damaged artifact: its manifest cannot be read ({problem})", source=source,
+                         hint="re-run the stage that made it with --force to rebuild it, or `privtune gc` to "
+                              "remove it")
 
 
 class Staging:
@@ -144,9 +157,18 @@ class Workspace:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root else default_workspace()
 
-    def get(self, kind: str, artifact_id: str) -> Artifact | None:
+    def get(self, kind: str, artifact_id: str, *, force: bool = False) -> Artifact | None:
+        """The finished artifact, or None. A damaged one is an error, unless `force` (the stage is about
+        to rebuild it, and `Staging.finish` replaces the folder)."""
         path = self.root / f"{kind}-{artifact_id}"
-        return Artifact.load(path) if (path / MANIFEST).is_file() else None
+        if not (path / MANIFEST).is_file():
+            return None
+        try:
+            return Artifact.load(path)
+        except DamagedArtifact:
+            if force:
+                return None
+            raise
 
     def stage(self, kind: str, artifact_id: str, *, fresh: bool = True) -> Staging:
         """Open the staging directory; `fresh` discards an earlier interrupted attempt."""
@@ -161,18 +183,34 @@ class Workspace:
         return staging
 
     def artifacts(self) -> list[Artifact]:
-        """Finished artifacts, newest first."""
+        """Finished artifacts, newest first (damaged ones are in `damaged()`)."""
+        return self._scan()[0]
+
+    def damaged(self) -> list[tuple[Path, DamagedArtifact]]:
+        """Artifact folders whose manifest cannot be read, with the problem."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[Artifact], list[tuple[Path, DamagedArtifact]]]:
+        found, damaged = [], []
+        if self.root.is_dir():
+            for path in self.root.iterdir():
+                if path.name.startswith(".") or not (path / MANIFEST).is_file():
+                    continue
+                try:
+                    found.append(Artifact.load(path))
+                except DamagedArtifact as exc:
+                    damaged.append((path, exc))
+        return sorted(found, key=lambda a: str(a.manifest.get("created", "")), reverse=True), damaged
+
+    def leftovers(self, staging: bool = False) -> list[Path]:
+        """What `privtune gc` removes: damaged artifacts, folders a replaced artifact left behind, and
+        with `staging` the work of interrupted stages (which a re-run would otherwise resume)."""
         if not self.root.is_dir():
             return []
-        found = []
-        for path in self.root.iterdir():
-            if path.name.startswith(".") or not (path / MANIFEST).is_file():
-                continue
-            try:
-                found.append(Artifact.load(path))
-            except PrivtuneError:
-                continue
-        return sorted(found, key=lambda a: a.manifest.get("created", ""), reverse=True)
+        paths = [path for path, _ in self.damaged()] + sorted(self.root.glob(".trash-*"))
+        if staging:
+            paths += sorted((self.root / ".staging").glob("*"))
+        return paths
 
     def resolve(self, ref: str, kind: str | None = None) -> Artifact | None:
         """An artifact by path, full id, `kind-id` name, or unique id prefix; None if `ref` is none of these."""
@@ -180,8 +218,12 @@ class Workspace:
         if (path / MANIFEST).is_file():
             artifact = Artifact.load(path)
         else:
-            matches = [a for a in self.artifacts()
-                       if ref in (a.id, a.path.name) or (len(ref) >= 4 and a.id.startswith(ref))]
+            found, damaged = self._scan()
+            matches = [a for a in found if ref in (a.id, a.path.name) or (len(ref) >= 4 and a.id.startswith(ref))]
+            broken = [exc for path, exc in damaged if ref == path.name or (len(ref) >= 4 and
+                                                                           path.name.split("-", 1)[-1].startswith(ref))]
+            if broken and not matches:
+                raise broken[0]
             if len(matches) > 1:
                 raise PrivtuneError(f"'{ref}' matches {len(matches)} artifacts; give more of the id",
                                     hint=", ".join(a.path.name for a in matches))

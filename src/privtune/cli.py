@@ -404,16 +404,46 @@ def runs(workspace: Optional[Path] = WorkspaceOpt):
 
     from privtune.ui import console
 
-    artifacts = _workspace(workspace).artifacts()
-    if not artifacts:
+    found = _workspace(workspace)
+    artifacts, damaged = found.artifacts(), found.damaged()
+    if not artifacts and not damaged:
         console.print("no artifacts yet")
         return
     table = Table("id", "kind", "created", "parents", "summary")
     for artifact in artifacts:
         m = artifact.manifest
         summary = ", ".join(f"{k}={v}" for k, v in list(_headline(m).items())[:3])
-        table.add_row(artifact.id, artifact.kind, m.get("created", ""), " ".join(m.get("parents", [])), summary)
-    console.print(table)
+        table.add_row(artifact.id, artifact.kind, str(m.get("created", "")), " ".join(map(str, m.get("parents", []))),
+                      summary)
+    if artifacts:
+        console.print(table)
+    for path, problem in damaged:
+        console.print(f"[bold red]damaged:[/] {path.name}: {problem.message}", highlight=False, soft_wrap=True)
+    if damaged:
+        console.print("re-run the stage that made it with --force to rebuild it, or `privtune gc` to remove it")
+
+
+@app.command()
+@handles_errors
+def gc(
+    staging: bool = typer.Option(False, "--staging", help="Also remove interrupted work (which a re-run would resume)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing"),
+    workspace: Optional[Path] = WorkspaceOpt,
+):
+    """Remove damaged artifacts and what replaced ones left behind; finished artifacts are never touched."""
+    import shutil
+
+    from privtune.ui import console
+
+    paths = _workspace(workspace).leftovers(staging=staging)
+    if not paths:
+        console.print("nothing to remove")
+        return
+    for path in paths:
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+        console.print(f"{'would remove' if dry_run else 'removing'} {path} ({size / 2**20:.1f} MiB)", highlight=False)
+        if not dry_run:
+            shutil.rmtree(path)
 
 
 def _headline(manifest: dict) -> dict:

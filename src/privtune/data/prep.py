@@ -224,7 +224,7 @@ class SplitWriters:
 
     def add(self, split: str, example: dict, ids, mask) -> None:
         self.jsonl[split].write(json.dumps(example, ensure_ascii=False) + "\n")
-        self.pending[split].append((ids, mask))
+        self.pending[split].append((ids.copy(), mask.copy()))  # a view would keep its whole chunk alive
         self.counts[split] += 1
         if len(self.pending[split]) >= self.group_rows:
             self._flush(split)
@@ -270,7 +270,7 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     parents = [model_ref.artifact.id] if model_ref.artifact else []
     artifact_id = stable_hash({"stage": "prep", "inputs": [i["sha256"] for i in inputs],
                                "config": config_dict(config), "tokenizer": fingerprint, "parents": parents})
-    existing = workspace.get("dataset", artifact_id)
+    existing = workspace.get("dataset", artifact_id, force=force)
     if existing and not force:
         return existing, True
 

@@ -40,6 +40,7 @@ class FakeTeacher:
         self.rng = random.Random(0)
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self.chat)
+        self.app.get("/v1/models")(self.models)
         self.port = _free_port()
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
 
@@ -52,6 +53,10 @@ class FakeTeacher:
         verb = self.rng.choice(VERBS)
         return (f"###\n{number}. Instruction: {verb} the {words}.\n{number}. Input:\n<noinput>\n"
                 f"{number}. Output:\nAnswer about {words}.")
+
+    async def models(self):
+        self.requests += 1
+        return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
 
     async def chat(self, request: Request):
         self.requests += 1

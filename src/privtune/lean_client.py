@@ -60,6 +60,7 @@ class LeanChatClient:
     def __init__(self, base_url: str, api_key: str, *, timeout: float, max_retries: int = DEFAULT_MAX_RETRIES,
                  concurrency: int, on_send=None):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.models_url = base_url.rstrip("/") + "/models"
         self.on_send = on_send
         """Called with the body's size just before each request (retries too) leaves: egress accounting."""
         self.max_retries = max_retries
@@ -96,6 +97,16 @@ class LeanChatClient:
                 raise self._status_error(status, headers, payload)
             await asyncio.sleep(_backoff(attempt, headers))
         raise AssertionError("unreachable")
+
+    async def models(self) -> list[str]:
+        """The model ids at GET <base_url>/models, as `(await AsyncOpenAI(...).models.list()).data` has them."""
+        if self.on_send:
+            self.on_send(0)
+        async with self._open().get(self.models_url, headers=self._headers) as response:
+            status, headers, payload = response.status, response.headers, await response.read()
+        if status >= 300:
+            raise self._status_error(status, headers, payload)
+        return [item["id"] for item in json.loads(payload)["data"]]
 
     async def _post(self, body: bytes) -> tuple[int, dict, bytes]:
         if self.on_send:

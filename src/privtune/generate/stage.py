@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, write_json_atomic
 from privtune.config import ConfigValueError, config_dict
@@ -247,7 +248,7 @@ async def _ask(client, endpoint: Endpoint, config: GenerateConfig, prompt: Promp
         stop=config.stop or None)
 
 
-def _fatal(exc: Exception, endpoint: Endpoint) -> PrivtuneError | None:
+async def _fatal(exc: Exception, endpoint: Endpoint, client) -> PrivtuneError | None:
     """Errors that retrying cannot fix: stop at once with what to change."""
     import openai
 
@@ -255,12 +256,50 @@ def _fatal(exc: Exception, endpoint: Endpoint) -> PrivtuneError | None:
         return PrivtuneError(f"the teacher at {endpoint.host} refused the request ({exc.status_code}): check the API key",
                              field="--api-key-env", hint="the key is read from the environment variable named there")
     if isinstance(exc, openai.NotFoundError):
-        return PrivtuneError(f"the teacher at {endpoint.host} has no model '{endpoint.model}' (404)",
-                             field="--teacher-model", hint="list its models at <url>/models")
+        return _not_found(exc, endpoint, await _listed_models(client))
     if isinstance(exc, openai.BadRequestError):
         return PrivtuneError(f"the teacher rejected the request (400): {endpoint.redact(str(exc))[:300]}",
                              field="--teacher-model")
     return None
+
+
+async def _listed_models(client) -> list[str] | None:
+    """The model ids the teacher lists at <url>/models (one more request, logged as egress), or None if it
+    lists none there: then the URL's path is likely wrong."""
+    from privtune.lean_client import LeanChatClient
+
+    try:
+        if isinstance(client, LeanChatClient):
+            return await client.models()
+        return [model.id for model in (await client.models.list()).data]
+    except Exception:  # a 404, or not an OpenAI-style list: reported as "no list" either way
+        return None
+
+
+def _not_found(exc: Exception, endpoint: Endpoint, listed: list[str] | None) -> PrivtuneError:
+    """A 404 means a missing model or a wrong path (no /v1; the full .../chat/completions); the server's own
+    model list tells which, and the message names what it lists (privtune serve names its model by artifact id)."""
+    parts = urlsplit(endpoint.public_url)
+    url, path = endpoint.public_url.rstrip("/"), parts.path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        path_hint = f"pass the base URL, without /chat/completions: {urlunsplit(parts._replace(path=path[:-17]))}"
+    elif not path.endswith("/v1"):
+        path_hint = ("OpenAI-compatible servers (vLLM, Ollama, llama.cpp, privtune serve) answer under /v1: try "
+                     f"--teacher-url {urlunsplit(parts._replace(path=path + '/v1'))}")
+    else:
+        path_hint = None
+    if listed is None:
+        return PrivtuneError(f"the teacher at {endpoint.host} answered 404 to {url}/chat/completions and lists no "
+                             f"models at {url}/models: the URL's path looks wrong", field="--teacher-url",
+                             hint=path_hint or "check the server's documentation for its OpenAI-compatible base URL")
+    if endpoint.model not in listed:
+        names = ", ".join(f"'{name}'" for name in listed[:10]) + (" ..." if len(listed) > 10 else "")
+        return PrivtuneError(f"the teacher at {endpoint.host} has no model '{endpoint.model}' (404); it lists "
+                             f"{names or 'no models'}", field="--teacher-model",
+                             hint="pass one of those as --teacher-model" if listed else path_hint)
+    return PrivtuneError(f"the teacher at {endpoint.host} lists model '{endpoint.model}' but answered 404 for it: "
+                         f"{endpoint.redact(str(exc))[:200]}", field="--teacher-url",
+                         hint=path_hint or "the server may route chat completions elsewhere; check its base URL")
 
 
 async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBuilder, collector: Collector,
@@ -296,6 +335,9 @@ async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBu
                         stopped = stopped or spent
                         continue
                     except Exception as exc:  # the client already retried what is retryable
+                        fatal = await _fatal(exc, endpoint, client)
+                        if fatal:
+                            raise fatal from None
                         stats.requests += 1
                         failures_in_a_row += 1
                         idle += 1
@@ -323,11 +365,7 @@ def idle_limit(config: GenerateConfig) -> int:
 
 
 def _count_failure(exc: Exception, endpoint: Endpoint, config: GenerateConfig, stats: Stats, in_a_row: int) -> None:
-    """A request that failed after the client's retries: stop at once if retrying cannot help, or after
-    `max_failed_requests` in a row."""
-    fatal = _fatal(exc, endpoint)
-    if fatal:
-        raise fatal from None
+    """A request that failed after the client's retries: stop after `max_failed_requests` in a row."""
     stats.failed_requests += 1
     if in_a_row >= config.max_failed_requests:
         raise PrivtuneError(f"{in_a_row} requests to {endpoint.host} failed in a row "
@@ -471,7 +509,7 @@ def _load_progress(folder: Path) -> dict:
 
 def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
     g = artifact.manifest["metrics"]["generation"]
-    rows = [("sent to the teacher (HTTP requests, retries included)", str(artifact.manifest["egress"]["requests"])),
+    rows = [("sent to the teacher (retries included)", str(artifact.manifest["egress"]["requests"])),
             ("requests after retries (failed)", f"{g['requests']} ({g['failed_requests']})"),
             ("tokens in / out", f"{g['prompt_tokens']} / {g['completion_tokens']}"),
             ("malformed responses", str(g["malformed_responses"])),

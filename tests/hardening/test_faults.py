@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from privtune.artifacts import Workspace
+from privtune.train import sft
+from tests.conftest import ROOT, train_config
 from tests.fake_teacher import FakeTeacher
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -134,3 +136,68 @@ def test_read_only_workspace_gives_a_clear_message(tiny_model, tmp_path, cli, mo
         assert str(workspace) in out.replace("\n", "")
     monkeypatch.undo()
     assert finished(workspace, "dataset") == [earlier] and snapshot(earlier) == kept
+
+
+def test_full_disk_during_train_gives_a_clear_message_and_resumes(tickets_dataset, tiny_model, tmp_path, cli,
+                                                                   monkeypatch):
+    """The disk fills three times, as each writer reports it: torch.save (a checkpoint's optimizer.pt) and
+    safetensors (the finished model) raise no OSError but RuntimeError / SafetensorError; a plain write
+    (trainer_state.json) raises OSError ENOSPC. Each gives one message, and the re-run resumes."""
+    import shutil
+
+    import torch
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    workspace = tmp_path / "runs"
+    shutil.copytree(tickets_dataset.path, workspace / tickets_dataset.path.name)  # a finished artifact to keep
+    kept = snapshot(workspace / tickets_dataset.path.name)
+    settings = {"max_length": 128, "batch_size": 8, "threads": 1, "max_steps": 12, "save_steps": 3,
+                "eval_steps": 0, "logging_steps": 3}
+    command = ["train", "--recipe", "full", "--data", tickets_dataset.id, "--model", tiny_model,
+               "--workspace", workspace, *[f"--set={k}={v}" for k, v in settings.items()]]
+
+    def torch_fills(obj, path, *args, **kwargs):
+        if str(path).endswith("checkpoint-6/optimizer.pt"):
+            Path(path).write_bytes(b"PK\x03\x04 partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+        return real_save(obj, path, *args, **kwargs)
+
+    def open_fills(file, mode="r", *args, **kwargs):
+        if str(file).endswith("checkpoint-9/trainer_state.json") and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def safetensors_fills(tensors, filename, *args, **kwargs):
+        if Path(filename).parent.name == "model":  # the finished model, after the last checkpoint
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_safe_save(tensors, filename, *args, **kwargs)
+
+    real_save, real_open, real_safe_save = torch.save, open, transformers.modeling_utils.safe_save_file
+    faults = [("torch.save", torch_fills, "file write failed", "checkpoint-3"),
+              ("builtins.open", open_fills, "No space left on device", "checkpoint-6"),
+              ("transformers.modeling_utils.safe_save_file", safetensors_fills, "No space left", "checkpoint-12")]
+    resumed_from = None
+    for name, fill, said, resumes in faults:
+        monkeypatch.setattr(name, fill)
+        code, out = cli(*command)
+        monkeypatch.undo()
+        out = out.replace("\n", " ")
+        assert code == 2 and "Traceback" not in out and "cannot write" in out and said in out, out[-3000:]
+        assert f"resumes from {resumes}" in out and "Finished artifacts are untouched" in out, out[-3000:]
+        assert (f"resuming from {resumed_from}" in out) if resumed_from else ("resuming from" not in out)
+        assert finished(workspace, "model") == [] and snapshot(workspace / tickets_dataset.path.name) == kept
+        resumed_from = resumes
+    code, out = cli(*command)
+    assert code == 0 and f"resuming from {resumed_from}" in out, out[-3000:]
+    [model] = finished(workspace, "model")
+    metrics = json.loads((model / "manifest.json").read_text())["metrics"]
+    assert metrics["steps"] == 12 and metrics["resumed_from_step"] == 12
+    assert snapshot(workspace / tickets_dataset.path.name) == kept
+    straight, _ = sft.run(str(tickets_dataset.path), str(tiny_model), train_config("full", **settings),
+                          Workspace(tmp_path / "straight"))  # ends where an uninterrupted run ends
+    assert metrics["eval_loss_end"] == straight.manifest["metrics"]["eval_loss_end"]
+    losses = lambda path: [(r["step"], r.get("loss"), r.get("eval_loss")) for r in map(json.loads, path.open())
+                           if "loss" in r or "eval_loss" in r]
+    assert losses(model / "metrics.jsonl") == losses(straight.path / "metrics.jsonl")  # each step once

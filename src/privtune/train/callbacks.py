@@ -1,4 +1,5 @@
-"""Trainer callbacks: a rich progress bar, a JSONL metrics log, and checkpoint completion markers."""
+"""Trainer callbacks: a rich progress bar, a JSONL metrics log, checkpoint completion markers, and a
+per-epoch sampler seed that makes resume exact."""
 
 from __future__ import annotations
 
@@ -30,14 +31,35 @@ class MarkCompleteCheckpoints(TrainerCallback):
     """Mark a checkpoint complete once the trainer has written all of it.
 
     The trainer writes `checkpoint-N/` in place; a run killed mid-save leaves a partial folder.
-    Resume takes only checkpoints carrying the marker.
+    Resume takes only checkpoints carrying the marker. The marker also records how many lines
+    metrics.jsonl had then, for `rewind_metrics`.
     """
+
+    def __init__(self, metrics: Path | None = None):
+        self.metrics = metrics
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+                lines = self.metrics.read_bytes().count(b"\n") if self.metrics and self.metrics.is_file() else 0
+                (folder / COMPLETE_MARKER).write_text(json.dumps({"step": state.global_step, "metrics_lines": lines}))
+
+
+def rewind_metrics(path: Path, checkpoint: Path) -> None:
+    """Cut metrics.jsonl back to the lines it had when `checkpoint` was complete.
+
+    The interrupted run logged past its last complete checkpoint (its last line perhaps torn by the
+    kill); the resumed run logs those steps again, which would otherwise appear twice.
+    """
+    from privtune.artifacts import write_atomic
+
+    try:
+        keep = json.loads((checkpoint / COMPLETE_MARKER).read_text())["metrics_lines"]
+    except (ValueError, KeyError, TypeError):
+        return  # a marker from an older privtune: keep the log as it is
+    if path.is_file():
+        write_atomic(path, "".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep]))
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -46,6 +68,33 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
         return None
     done = [p for p in folder.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+class SeedSamplerPerEpoch(TrainerCallback):
+    """Seed the length-grouped train sampler from (data seed, epoch) as each epoch begins.
+
+    transformers' LengthGroupedSampler (group_by_length) shuffles with torch's global RNG when the
+    epoch's iterator is made. A run resumed mid-epoch makes that iterator before it restores the
+    checkpoint's RNG state, so the resumed epoch got another order than the uninterrupted run had
+    (and diverged from the first resumed step). With its own generator, seeded per epoch, the order
+    depends only on the seed and the epoch; packed and seq2seq runs use accelerate's
+    SeedableRandomSampler, which does this already.
+    """
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        import torch
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        node = train_dataloader  # DataLoader(Shard) -> [BatchSamplerShard ->] BatchSampler -> sampler
+        for _ in range(4):
+            child = getattr(node, "batch_sampler", None)
+            node = child if child is not None else getattr(node, "sampler", None)
+            if isinstance(node, LengthGroupedSampler):
+                if node.generator is None:
+                    node.generator = torch.Generator()
+                seed = args.data_seed if args.data_seed is not None else args.seed
+                node.generator.manual_seed(seed + int(state.epoch))  # epoch e begins at e.0; a resume at e.x
+                return
 
 
 class RichProgress(TrainerCallback):

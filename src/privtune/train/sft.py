@@ -8,9 +8,11 @@ artifact, checkpointing there, so re-running the same command after a crash resu
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from privtune.artifacts import Artifact, Workspace, stable_hash
 from privtune.config import config_dict
 from privtune.errors import PrivtuneError
 from privtune.models.loading import ModelRef, load_tokenizer, resolve_model
-from privtune.train.callbacks import MarkCompleteCheckpoints, MetricsLog, RichProgress, last_complete_checkpoint
+from privtune.train.callbacks import (MarkCompleteCheckpoints, MetricsLog, RichProgress, SeedSamplerPerEpoch,
+                                      last_complete_checkpoint, rewind_metrics)
 from privtune.train.config import TrainConfig
 from privtune.ui import console, quiet_libraries
 
@@ -220,13 +223,15 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     resume_from = last_complete_checkpoint(checkpoints)
     if resume_from:
         console.print(f"resuming from {resume_from.name}")
+        rewind_metrics(staging.path / "metrics.jsonl", resume_from)
     if config.report_to == "wandb":
         os.environ["WANDB_DIR"] = USER_WANDB_DIR or str(staging.path)  # this run's, not an earlier run's
     flags = precision_flags(config)
     base = load_model(model_ref, config, flags["_dtype"])
     is_seq2seq = bool(base.config.is_encoder_decoder)
     adapter = peft_config(config, base, is_seq2seq)
-    callbacks = [MetricsLog(staging.path / "metrics.jsonl"), MarkCompleteCheckpoints(), RichProgress()]
+    callbacks = [MetricsLog(staging.path / "metrics.jsonl"), MarkCompleteCheckpoints(staging.path / "metrics.jsonl"),
+                 RichProgress(), SeedSamplerPerEpoch()]
     has_eval = dataset.manifest["metrics"]["splits"].get("validation", 0) > 0
     args = trainer_arguments(config, checkpoints, flags, has_eval, config.report_to)
     if is_seq2seq:
@@ -238,14 +243,69 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     if trainer.eval_dataset is not None and resume_from is None:
         start_eval = evaluate_without_touching_rng(trainer)
         _log_line(staging.path / "metrics.jsonl", {"step": 0, "eval_loss": start_eval})
+    with write_failures_reported(checkpoints):
+        try:
+            result = train_or_reload(trainer, resume_from)
+        except torch.OutOfMemoryError:
+            raise PrivtuneError("out of memory", field="batch_size", hint="lower --set batch_size, raise "
+                                "gradient_accumulation, lower max_length, or use --recipe qlora") from None
+        end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
+        return _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq,
+                       result, start_eval, end_eval, resume_from, template_info), False
+
+
+def train_or_reload(trainer, resume_from: Path | None):
+    """Train, resuming from `resume_from`; from a checkpoint of the last step, only load it.
+
+    That checkpoint is there when a run failed after training (saving the model on a full disk, a
+    kill while publishing). transformers, resumed from it, would train one step past max_steps when
+    the run ends mid-epoch: it checks the limit after a step, not before.
+    """
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    if resume_from is not None:
+        state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+        if state.global_step >= state.max_steps > 0:
+            trainer._load_from_checkpoint(str(resume_from))  # the weights, as train() would load them
+            trainer.state = state
+            return TrainOutput(state.global_step, 0.0, {})
+    return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """What a write that failed for want of space says (a full disk, a quota, a file-size limit), else None.
+
+    torch.save and safetensors raise no OSError: torch says RuntimeError "[enforce fail at
+    inline_container.cc:N] . PytorchStreamWriter failed writing file data/0: file write failed" (or
+    "unexpected pos"), safetensors SafetensorError "Error while serializing: I/O error: No space left on
+    device (os error 28)".
+    """
+    if isinstance(exc, OSError):
+        return exc.strerror if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else None
+    text = str(exc).strip()
+    if isinstance(exc, RuntimeError) and any(s in text for s in ("PytorchStreamWriter", "file write failed",
+                                                                 "unexpected pos")):
+        return text.split("] . ", 1)[-1].splitlines()[0]
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+        return text.splitlines()[0]
+    return None
+
+
+@contextmanager
+def write_failures_reported(checkpoints: Path):
+    """Turn a checkpoint or model write that failed into one clear error naming where a re-run resumes."""
     try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except torch.OutOfMemoryError:
-        raise PrivtuneError("out of memory", field="batch_size", hint="lower --set batch_size, raise "
-                            "gradient_accumulation, lower max_length, or use --recipe qlora") from None
-    end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
-    return _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq,
-                   result, start_eval, end_eval, resume_from, template_info), False
+        yield
+    except Exception as exc:  # re-raised below unless it is a failed write
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        last = last_complete_checkpoint(checkpoints)
+        resume = f"resumes from {last.name}" if last else "starts over (no checkpoint was complete)"
+        raise PrivtuneError(f"cannot write: {reason}", source=getattr(exc, "filename", None) or str(checkpoints.parent),
+                            hint=f"the disk may be full: free space, then re-run the same command; it {resume}. "
+                                 "Finished artifacts are untouched") from None
 
 
 def merge_existing(artifact: Artifact) -> Artifact:

@@ -334,26 +334,33 @@ def _print_compare(artifacts) -> None:
 def serve(
     model: str = typer.Argument(..., help="Model artifact id or path (adapters are applied)"),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 127.0.0.1 keeps it on this machine"),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="PRIVTUNE_SERVE_API_KEY",
                                           help="Require this bearer token (prefer the environment variable)"),
+    trusted_network: bool = typer.Option(False, "--trusted-network", help="Allow a non-loopback --host without "
+                                         "an API key: everyone on that network may use the model"),
+    max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", min=1,
+                                       help="Refuse larger request bodies (413) before reading them"),
+    max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", min=1,
+                                                    help="Refuse longer prompts (400) [default: the model's context]"),
     name: Optional[str] = typer.Option(None, "--name", help="Model name clients send [default: artifact id or folder]"),
     workspace: Optional[Path] = WorkspaceOpt,
 ):
     """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
-    import uvicorn
-
     from privtune.models.inference import load_for_inference
-    from privtune.serve.app import create_app
+    from privtune.serve.app import check_port, create_app, exposure_warning, run_server
     from privtune.ui import console, quiet_libraries
 
+    warning = exposure_warning(host, api_key, trusted_network)  # before the model loads: fail fast
+    check_port(host, port)
     quiet_libraries()
     loaded = load_for_inference(model, _workspace(workspace))
     served = name or (loaded.artifact_id or Path(model).name)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        console.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach it can use it")
+    if warning:
+        console.print(f"[bold red]WARNING:[/] {warning}", highlight=False)
     console.print(f"serving '{served}' at http://{host}:{port}/v1 (model name: {served})")
-    uvicorn.run(create_app(loaded, served, api_key), host=host, port=port, log_level="warning")
+    run_server(create_app(loaded, served, api_key, max_body_bytes=max_body_bytes,
+                          max_prompt_tokens=max_prompt_tokens), host, port)
 
 
 @app.command("import")

@@ -78,6 +78,7 @@ CASES = [
      "{bad}/recipe_inf_epochs.yaml:3", "epochs", "finite"),
     ("recipe duplicate key", ["train", "--data", "x", "--recipe", "{bad}/recipe_duplicate_key.yaml"],
      "{bad}/recipe_duplicate_key.yaml:4", "learning_rate", "duplicate key"),
+    ("serve port out of range", ["serve", "x", "--port", "99999", "--name", "--model"], None, "--port", "65535"),  # --model given: none appended
 ]
 
 

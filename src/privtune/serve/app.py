@@ -4,13 +4,20 @@ transformers' own `transformers serve` needs the request's model to be the exact
 apply a PEFT adapter, so privtune serves with a small FastAPI app: /v1/models, /v1/chat/completions
 (with streaming), /v1/completions, optional bearer-token auth. Generation runs one request at a
 time in a worker thread (the model is not thread-safe); requests queue. Bad requests get a 4xx with
-a message; a client that hangs up mid-stream stops its generation.
+a message, anything unexpected a JSON 500, never a traceback.
+
+Nothing a client sends may hold the server: a body over `max_body_bytes` is refused (413) as it
+arrives, before it is buffered or parsed; a prompt over `max_prompt_tokens` is refused (400) before
+it reaches the model; a client that hangs up, streaming or not, stops its generation; and on
+SIGTERM in-flight work gets DRAIN_SECONDS to finish, then is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
 import threading
 import time
 import uuid
@@ -19,10 +26,23 @@ from typing import Literal
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from jinja2.exceptions import TemplateError
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from privtune.errors import PrivtuneError
 from privtune.models.inference import LoadedModel
 from privtune.models.stopping import stop_token_ids
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Default request body limit: a 128k-token prompt is ~0.5 MB of text; a 50 MB body once held 10 GB."""
+FALLBACK_PROMPT_TOKENS = 8192
+"""Prompt limit for a model whose config names no context length."""
+DRAIN_SECONDS = 5
+"""On SIGTERM, in-flight requests get this long to finish before they are cancelled."""
+POLL_SECONDS = 0.25
+"""How often a waiting non-streaming request checks that its client is still there."""
 
 
 class Message(BaseModel):
@@ -53,6 +73,37 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
 
+class BodyLimit:
+    """Refuse a request body over `limit` bytes as it arrives, before anything buffers or parses it: at
+    once by its Content-Length, else by counting the chunks of a body that declares none.
+
+    Not FastAPI's `max_body_size`: that one answers a too-large Content-Length with plain text, and
+    clients of an OpenAI-style API read errors as JSON.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+        self.message = f"request body over {limit} bytes (privtune serve --max-body-bytes)"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await _error(413, self.message)(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # FastAPI re-raises it from its body reading; http_error answers
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class Generator:
     """Runs generate() one request at a time, streaming text pieces through a queue.
 
@@ -60,24 +111,30 @@ class Generator:
     tokenizer's eos, which differ for many chat models (models/stopping.py).
     """
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, max_prompt_tokens: int | None = None):
         self.loaded = loaded
         self.lock = threading.Lock()
         self.stops = stop_token_ids(loaded.model, loaded.tokenizer)
+        self.context = getattr(loaded.model.config, "max_position_embeddings", None)
+        self.max_prompt_tokens = max_prompt_tokens or self.context or FALLBACK_PROMPT_TOKENS
 
-    def encode(self, text: str):
-        return self.loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.loaded.model.device)
+    def prepare(self, text: str, max_tokens: int):
+        """Tokenize and check the limits before the request waits for the model: a ValueError is a 400."""
+        inputs = self.loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        length = inputs["input_ids"].shape[1]
+        if length > self.max_prompt_tokens:
+            raise ValueError(f"prompt is {length} tokens; this server takes at most {self.max_prompt_tokens} "
+                             "(privtune serve --max-prompt-tokens)")
+        if self.context and length + max_tokens > self.context:
+            raise ValueError(f"prompt ({length} tokens) + max_tokens exceeds the model's context of {self.context}")
+        return inputs.to(self.loaded.model.device)
 
-    def run(self, text: str, request: Sampling, on_text, cancelled: threading.Event) -> dict:
+    def run(self, inputs, request: Sampling, on_text, cancelled: threading.Event) -> dict:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
-        inputs = self.encode(text)
-        limit = getattr(model.config, "max_position_embeddings", None)
-        if limit and inputs["input_ids"].shape[1] + request.max_tokens > limit:
-            raise ValueError(f"prompt ({inputs['input_ids'].shape[1]} tokens) + max_tokens exceeds the model's "
-                             f"context of {limit}")
+        prompt_tokens = int(inputs["input_ids"].shape[1])
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -89,6 +146,9 @@ class Generator:
             sampling.update(temperature=request.temperature, top_p=request.top_p)
         stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
         with self.lock:
+            if cancelled.is_set():  # its client left, or the server stopped, while it queued
+                return {"text": "", "finish_reason": "cancelled", "prompt_tokens": prompt_tokens,
+                        "completion_tokens": 0}
             if request.seed is not None:
                 torch.manual_seed(request.seed)
             result: dict = {}
@@ -123,16 +183,35 @@ class Generator:
             thread.join()
         if "error" in result:
             raise result["error"]
-        new = result["ids"][0, inputs["input_ids"].shape[1]:]
+        new = result["ids"][0, prompt_tokens:]
         if finish != "stop" and any(token in self.stops for token in new.tolist()):
             finish = "stop"
-        return {"text": text_out, "finish_reason": finish, "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        return {"text": text_out, "finish_reason": finish, "prompt_tokens": prompt_tokens,
                 "completion_tokens": int(new.shape[0])}
 
 
-def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None) -> FastAPI:
+async def until_done(request: Request, work: asyncio.Future, cancelled: threading.Event) -> dict:
+    """Wait for a non-streaming generation; stop it if its client hangs up, so the model is free for the
+    next request instead of finishing an answer nobody will read, or if uvicorn cancels this task when
+    the drain time after SIGTERM runs out: then the client gets a 503, not a dropped connection."""
+    try:
+        while not work.done():
+            await asyncio.wait({work}, timeout=POLL_SECONDS)
+            if not work.done() and await request.is_disconnected():
+                cancelled.set()
+        return work.result()
+    except asyncio.CancelledError:
+        raise HTTPException(503, "the server is shutting down") from None
+    finally:
+        cancelled.set()
+
+
+def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None, *,
+               max_body_bytes: int = MAX_BODY_BYTES, max_prompt_tokens: int | None = None) -> FastAPI:
+    """`max_prompt_tokens` defaults to the model's context."""
     app = FastAPI(title="privtune serve", docs_url=None, redoc_url=None)
-    generator = Generator(loaded)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    generator = Generator(loaded, max_prompt_tokens)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):  # OpenAI-style 400 instead of FastAPI's 422 detail list
@@ -140,10 +219,14 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
         where = ".".join(str(p) for p in first.get("loc", []) if p != "body")
         return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(StarletteHTTPException)  # ours, and starlette's own (404, 405)
     async def http_error(request, exc):
         return _error(exc.status_code, str(exc.detail),
                       "authentication_error" if exc.status_code == 401 else "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc):  # JSON, not plain text; the traceback goes to uvicorn's log only
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log", "server_error")
 
     def authorize(request: Request) -> None:
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -168,9 +251,14 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
         created = int(time.time())
         cancelled = threading.Event()
         loop = asyncio.get_running_loop()
+        try:
+            inputs = await loop.run_in_executor(None, generator.prepare, text, body.max_tokens)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
         if not body.stream:
             try:
-                out = await loop.run_in_executor(None, generator.run, text, body, lambda piece: None, cancelled)
+                out = await until_done(request, loop.run_in_executor(
+                    None, generator.run, inputs, body, lambda piece: None, cancelled), cancelled)
             except ValueError as exc:
                 raise HTTPException(400, str(exc)) from None
             choice = ({"index": 0, "message": {"role": "assistant", "content": out["text"]}} if chat
@@ -186,7 +274,7 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
 
         async def produce():
             try:
-                out = await loop.run_in_executor(None, generator.run, text, body, push, cancelled)
+                out = await loop.run_in_executor(None, generator.run, inputs, body, push, cancelled)
                 await queue.put(("done", out))
             except Exception as exc:
                 await queue.put(("error", str(exc)))
@@ -224,7 +312,10 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(request: Request, body: ChatRequest):
         messages = [m.model_dump() for m in body.messages]
-        text = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            text = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as exc:  # the template's raise_exception, e.g. roles that do not alternate
+            raise HTTPException(400, f"the model's chat template refused these messages: {exc}") from None
         return await respond(request, body, text, chat=True)
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
@@ -232,3 +323,44 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
         return await respond(request, body, body.prompt, chat=False)
 
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; a name or any other address may be reachable from elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, api_key: str | None, trusted_network: bool) -> str | None:
+    """Refuse an unauthenticated server beyond this machine unless told the network is trusted;
+    then return the warning to print."""
+    if is_loopback(host) or api_key:
+        return None
+    if not trusted_network:
+        raise PrivtuneError(f"serving on {host} without an API key would let anyone who reaches it use the model",
+                            field="--host", hint="set PRIVTUNE_SERVE_API_KEY (or --api-key), bind 127.0.0.1, or "
+                            "pass --trusted-network if everyone on that network may use it")
+    return f"serving on {host} WITHOUT an API key (--trusted-network): anyone who can reach it can use the model"
+
+
+def check_port(host: str, port: int) -> None:
+    """A taken port is a clear error before the model loads, not uvicorn's log line after it."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):  # SO_REUSEADDR, as uvicorn binds
+            pass
+    except OSError as exc:
+        raise PrivtuneError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--port",
+                            hint="another process may hold it: choose another --port") from None
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn with a bounded shutdown: after SIGTERM, DRAIN_SECONDS for in-flight requests, then their
+    tasks are cancelled, which cancels their generations (until_done, the stream's finally)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=DRAIN_SECONDS)

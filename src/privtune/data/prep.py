@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -192,13 +193,27 @@ class SeenKeys:
         import sqlite3
 
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768;"
-                              "CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+        with self._disk_errors():
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768;"
+                                  "CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY) WITHOUT ROWID; BEGIN;")
 
     def add(self, key: str) -> bool:
         """True if `key` is new."""
-        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(key),)).rowcount == 1
+        with self._disk_errors():
+            return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(key),)).rowcount == 1
+
+    @contextlib.contextmanager
+    def _disk_errors(self):
+        """SQLite reports a full disk as its own error, without the errno: name the file and the code."""
+        import sqlite3
+
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorname", "")
+            raise PrivtuneError(f"cannot write: {exc} ({code}): the disk or the file size limit is full",
+                                source=str(self.path), hint="free space, then re-run the same command") from None
 
     def close(self) -> None:
         self.db.close()

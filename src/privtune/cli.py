@@ -339,10 +339,10 @@ def serve(
                                           help="Require this bearer token (prefer the environment variable)"),
     trusted_network: bool = typer.Option(False, "--trusted-network", help="Allow a non-loopback --host without "
                                          "an API key: everyone on that network may use the model"),
-    max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", min=1,
+    max_body_bytes: int = typer.Option(1024 * 1024, "--max-body-bytes", min=1,
                                        help="Refuse larger request bodies (413) before reading them"),
     max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", min=1,
-                                                    help="Refuse longer prompts (400) [default: the model's context]"),
+                                                    help="Refuse longer prompts (400); default: the model's context"),
     name: Optional[str] = typer.Option(None, "--name", help="Model name clients send [default: artifact id or folder]"),
     workspace: Optional[Path] = WorkspaceOpt,
 ):

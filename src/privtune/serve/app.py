@@ -35,8 +35,8 @@ from privtune.errors import PrivtuneError
 from privtune.models.inference import LoadedModel
 from privtune.models.stopping import stop_token_ids
 
-MAX_BODY_BYTES = 4 * 1024 * 1024
-"""Default request body limit: a 128k-token prompt is ~0.5 MB of text; a 50 MB body once held 10 GB."""
+MAX_BODY_BYTES = 1024 * 1024
+"""Default request body limit: a 128k-token English prompt is ~0.5 MB; a 50 MB body once held 10 GB."""
 FALLBACK_PROMPT_TOKENS = 8192
 """Prompt limit for a model whose config names no context length."""
 DRAIN_SECONDS = 5
@@ -119,11 +119,21 @@ class Generator:
         self.max_prompt_tokens = max_prompt_tokens or self.context or FALLBACK_PROMPT_TOKENS
 
     def prepare(self, text: str, max_tokens: int):
-        """Tokenize and check the limits before the request waits for the model: a ValueError is a 400."""
-        inputs = self.loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        """Tokenize and check the limits before the request waits for the model: a ValueError is a 400.
+
+        A prompt far over the limit is refused from its head, 16 characters per allowed token (more than
+        almost any token holds), without tokenizing, and holding, all of a megabyte body.
+        """
+        tokenize = lambda piece: self.loaded.tokenizer(piece, return_tensors="pt", add_special_tokens=False)
+        head = text[: 16 * self.max_prompt_tokens]
+        inputs = tokenize(head)
+        if len(head) < len(text) and inputs["input_ids"].shape[1] <= self.max_prompt_tokens:
+            head, inputs = text, tokenize(text)  # the head did not decide
         length = inputs["input_ids"].shape[1]
         if length > self.max_prompt_tokens:
-            raise ValueError(f"prompt is {length} tokens; this server takes at most {self.max_prompt_tokens} "
+            counted = f"its first {len(head)} characters are {length} tokens" if len(head) < len(text) else \
+                f"it is {length} tokens"
+            raise ValueError(f"prompt too long: {counted}; this server takes at most {self.max_prompt_tokens} "
                              "(privtune serve --max-prompt-tokens)")
         if self.context and length + max_tokens > self.context:
             raise ValueError(f"prompt ({length} tokens) + max_tokens exceeds the model's context of {self.context}")

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from privtune.config import build_config, load_recipe
+from privtune.config import build_config, list_recipes, load_recipe
 from privtune.errors import PrivtuneError
 from privtune.train.config import METHODS, TrainConfig
 
-SHIPPED = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "src" / "privtune" / "recipes").glob("*.yaml")) + sorted((ROOT / "recipes").glob("*.yaml"))
 
 
 def test_recipes_ship():
@@ -68,3 +69,18 @@ def test_invalid_yaml_and_unknown_recipe(tmp_path):
 def test_build_config_rejects_silent_defaults():
     with pytest.raises(PrivtuneError):
         build_config(TrainConfig, {"epoch": 3}, source="x")
+
+
+def test_recipes_lists_and_shows_the_shipped_ones_from_any_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./recipes here: only what the package ships
+    assert {"full", "lora", "qlora", "prompt-tuning", "tiny-lora", "accelerate/fsdp"} <= set(list_recipes())
+    code, out = cli("recipes")
+    assert code == 0 and "lora" in out and "shipped" in out and "demo-lora" not in out, out
+    code, out = cli("recipes", "show", "lora")
+    assert code == 0 and out == (ROOT / "src" / "privtune" / "recipes" / "lora.yaml").read_text()
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "lora.yaml").write_text("# my own lora\nmethod: lora\nepochs: 1\n")
+    config, path = load_recipe(TrainConfig, "lora")  # the project's ./recipes shadows the shipped one
+    assert config.epochs == 1 and path == Path("recipes") / "lora.yaml"
+    code, out = cli("recipes", "show", "nope")
+    assert code == 2 and "no recipe named 'nope'" in out

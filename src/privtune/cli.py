@@ -183,7 +183,7 @@ def train(
     report_to: Optional[str] = typer.Option(None, "--report-to", help="none, wandb, tensorboard, trackio"),
     wandb_sync: bool = typer.Option(False, "--wandb-sync", help="Let wandb upload (it runs offline otherwise)"),
     num_gpus: int = typer.Option(1, "--num-gpus", help="Launch on N GPUs through accelerate"),
-    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="e.g. recipes/accelerate/fsdp.yaml"),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="accelerate config: a path, or accelerate/ddp or accelerate/fsdp (privtune recipes)"),
     workspace: Optional[Path] = WorkspaceOpt,
     force: bool = ForceOpt,
 ):
@@ -227,7 +227,9 @@ def _relaunch_with_accelerate(num_gpus: int, config: Optional[Path]) -> None:
         cleaned.append(arg)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_gpus)]
     if config:
-        command += ["--config_file", str(config)]
+        from privtune.config import find_recipe
+
+        command += ["--config_file", str(find_recipe(str(config)))]  # a path, or a name like accelerate/fsdp
     raise typer.Exit(subprocess.call([*command, "-m", "privtune", *cleaned]))
 
 
@@ -471,6 +473,37 @@ def show(ref: str = typer.Argument(..., help="Artifact id, id prefix, or path"),
     for path in sorted(artifact.path.rglob("*")):
         if path.is_file():
             typer.echo(f"  {path.relative_to(artifact.path)}  ({path.stat().st_size} bytes)")
+
+
+recipes_app = typer.Typer(help="List the training recipes (shipped, and ./recipes); `show NAME` prints one to copy.",
+                          invoke_without_command=True, no_args_is_help=False)
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.callback()
+def recipes(ctx: typer.Context):
+    """List the training recipes: the ones privtune ships, and ./recipes (which shadows them)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from privtune.config import SHIPPED_RECIPES, list_recipes, recipe_summary
+    from privtune.ui import console
+
+    table = Table("recipe", "what it is for", "from")
+    for name, path in list_recipes().items():
+        table.add_row(name, recipe_summary(path), "shipped" if path.is_relative_to(SHIPPED_RECIPES) else str(path))
+    console.print(table)
+    console.print("privtune recipes show NAME > my.yaml, edit it, then privtune train --recipe my.yaml")
+
+
+@recipes_app.command("show")
+@handles_errors
+def show_recipe(name: str = typer.Argument(..., help="A recipe name from `privtune recipes`")):
+    """Print a recipe's YAML, to copy and edit."""
+    from privtune.config import find_recipe
+
+    typer.echo(find_recipe(name).read_text(encoding="utf-8"), nl=False)
 
 
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:

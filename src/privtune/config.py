@@ -20,7 +20,10 @@ import yaml
 from privtune.errors import PrivtuneError
 
 T = TypeVar("T")
-RECIPE_DIRS = (Path("recipes"), Path(__file__).resolve().parents[2] / "recipes")
+SHIPPED_RECIPES = Path(__file__).resolve().parent / "recipes"
+"""Recipes that ship inside the package, so `--recipe lora` works wherever privtune is installed."""
+RECIPE_DIRS = (Path("recipes"), SHIPPED_RECIPES)
+"""Where a recipe name is looked up: the project's own ./recipes first, then the shipped ones."""
 
 
 class ConfigValueError(ValueError):
@@ -69,18 +72,34 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
     return data, _key_lines(node, str(path)) if node is not None else {}
 
 
+def list_recipes() -> dict[str, Path]:
+    """Every recipe by name (`accelerate/fsdp` for a subfolder's); ./recipes shadows a shipped one."""
+    found: dict[str, Path] = {}
+    for folder in reversed(RECIPE_DIRS):
+        if folder.is_dir():
+            found.update({p.relative_to(folder).with_suffix("").as_posix(): p for p in folder.rglob("*.yaml")})
+    return dict(sorted(found.items()))
+
+
+def recipe_summary(path: Path) -> str:
+    """A recipe's first comment line: what it is for."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
 def find_recipe(name_or_path: str) -> Path:
-    """A recipe by path, or by name in ./recipes or the project's recipes/ directory."""
+    """A recipe by path, or by name in ./recipes or the shipped recipes."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for folder in RECIPE_DIRS:
-        candidate = folder / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
-    known = sorted({p.stem for folder in RECIPE_DIRS if folder.is_dir() for p in folder.glob("*.yaml")})
+    known = list_recipes()
+    if name_or_path in known:
+        return known[name_or_path]
     raise PrivtuneError(f"no recipe named '{name_or_path}'", field="--recipe",
-                        hint=f"use a path to a YAML file or one of: {', '.join(known) or '(none found)'}")
+                        hint=f"use a path to a YAML file or one of: {', '.join(known) or '(none found)'} "
+                             "(privtune recipes lists them)")
 
 
 def apply_overrides(data: dict, overrides: list[str], lines: dict[str, int]) -> dict:

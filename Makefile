@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export WANDB_MODE := offline
 
-.PHONY: install demo test bench fresh-check clean
+.PHONY: install demo test bench fresh-check lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+lock:  # re-resolve the dependency tree from pyproject.toml in a throwaway venv and pin all of it in constraints.txt
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q torch==2.13.0
+	.lock-venv/bin/python -m pip install -q ".[test,demo,export]"
+	{ sed -n '1,3p' constraints.txt; echo "torch==2.13.0"; .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+	  | grep -v -i -e '^privtune' -e '^torch==' -e ' @ ' -e '^pip=='; } > constraints.new && mv constraints.new constraints.txt
+	rm -rf .lock-venv
 
 fresh-check:  # clone the committed tree into a temp dir, run the README's two commands there, report times
 	bash scripts/fresh_check.sh

@@ -387,6 +387,51 @@ def import_model(
     typer.echo(f"model {artifact.id} -> {artifact.path}")
 
 
+@app.command()
+@handles_errors
+def export(
+    model: str = typer.Argument(..., help="Model artifact id or path (an adapter is merged into its base first)"),
+    to: str = typer.Option("gguf", "--to", help="gguf (llama.cpp, Ollama) or merged (safetensors for vLLM; alias vllm)"),
+    quant: List[str] = typer.Option(["f16"], "--quant", "-q", help="GGUF type, repeatable or comma-separated: f16, "
+                                    "q8_0, q4_k_m (needs llama-quantize)"),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in the files and the Ollama commands"),
+    prompts: int = typer.Option(8, "--prompts", help="Held-out prompts each GGUF is checked on against the merged "
+                                "model (0: read-back checks only)"),
+    quantizer: Optional[str] = typer.Option(None, "--quantizer", help="Path of llama.cpp's llama-quantize "
+                                            "[default: found on PATH]"),
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Export a model as GGUF files + Ollama Modelfile (verified), or as merged safetensors for vLLM."""
+    from privtune.export import stage
+    from privtune.ui import console
+
+    config = stage.ExportConfig(to=to, quants=tuple(quant), name=name, prompts=prompts, quantizer=quantizer)
+    artifact, found = stage.run(model, config, _workspace(workspace), force=force)
+    if found:
+        console.print(f"found an identical export, not redone (--force to redo): {artifact.path}")
+    _print_export(artifact.manifest)
+    typer.echo(f"export {artifact.id} -> {artifact.path}")
+
+
+def _print_export(manifest: dict) -> None:
+    from rich.table import Table
+
+    from privtune.export.stage import TABLE_HEADER, table_rows
+    from privtune.ui import console
+
+    if manifest["to"] == "merged":
+        console.print(f"merged safetensors + tokenizer + generation config (eos {manifest['stop_token_ids']}) in "
+                      "merged/: vllm serve <path>/merged", highlight=False)
+        return
+    table = Table(*TABLE_HEADER, title=f"export ({manifest['verification_prompts']})")
+    for row in table_rows(manifest):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"ollama create {manifest['name'].lower()} -f Modelfile (stops: "
+                  f"{', '.join(manifest['ollama']['stop'])})", highlight=False)
+
+
 @app.command("base-model")
 @handles_errors
 def base_model(

@@ -184,6 +184,48 @@ def test_sigterm_stops_serve_within_seconds(tiny_model, tmp_path):
             process.wait()
 
 
+def test_a_request_cancelled_before_it_reaches_the_model_is_a_json_503(loaded, monkeypatch):
+    """uvicorn cancels in-flight tasks when the SIGTERM drain runs out; one still queued to tokenize (the
+    executor busy with other requests) was a plain-text 500 and a traceback, not the shutdown's 503."""
+    import asyncio
+
+    from privtune.serve import app as serve_app
+
+    tokenizing = threading.Event()
+    original = serve_app.Generator.prepare
+
+    def slow(self, *args):
+        tokenizing.set()
+        time.sleep(0.5)
+        return original(self, *args)
+
+    monkeypatch.setattr(serve_app.Generator, "prepare", slow)
+    app, body, sent = create_app(loaded, "tiny"), json.dumps(HI).encode(), []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"x"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 8000)}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    async def cancelled_while_tokenizing():
+        task = asyncio.ensure_future(app(scope, receive, send))
+        while not tokenizing.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await task  # answered, not re-raised to uvicorn
+
+    asyncio.run(cancelled_while_tokenizing())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 503
+    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"]["message"] == \
+        "the server is shutting down"
+
+
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
                                             ("localhost", True), ("0.0.0.0", False), ("::", False),
                                             ("192.168.1.20", False), ("gpu-box.lan", False)])

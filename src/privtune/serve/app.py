@@ -104,6 +104,34 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class ShutdownCancel:
+    """A request whose task is cancelled before its response started gets a JSON 503, at whatever stage:
+    reading its body, tokenizing (queued behind other requests for an executor thread), waiting for the
+    model. uvicorn cancels in-flight requests' tasks when the drain time after SIGTERM runs out, and a
+    CancelledError is not an Exception: no handler sees it, and uvicorn answered a plain-text 500 and
+    logged a traceback."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if started:  # a stream already under way: nothing to answer; uvicorn closes the connection
+                raise
+            await _error(503, "the server is shutting down")(scope, receive, send)
+
+
 class Generator:
     """Runs generate() one request at a time, streaming text pieces through a queue.
 
@@ -118,8 +146,8 @@ class Generator:
         self.context = getattr(loaded.model.config, "max_position_embeddings", None)
         self.max_prompt_tokens = max_prompt_tokens or self.context or FALLBACK_PROMPT_TOKENS
 
-    def prepare(self, text: str, max_tokens: int):
-        """Tokenize and check the limits before the request waits for the model: a ValueError is a 400.
+    def encode(self, text: str):
+        """The prompt text as the model gets it, tokenized; a ValueError (a 400) if it is over the limit.
 
         A prompt far over the limit is refused from its head, 16 characters per allowed token (more than
         almost any token holds), without tokenizing, and holding, all of a megabyte body.
@@ -135,6 +163,12 @@ class Generator:
                 f"it is {length} tokens"
             raise ValueError(f"prompt too long: {counted}; this server takes at most {self.max_prompt_tokens} "
                              "(privtune serve --max-prompt-tokens)")
+        return inputs
+
+    def prepare(self, text: str, max_tokens: int):
+        """Tokenize and check the limits before the request waits for the model: a ValueError is a 400."""
+        inputs = self.encode(text)
+        length = inputs["input_ids"].shape[1]
         if self.context and length + max_tokens > self.context:
             raise ValueError(f"prompt ({length} tokens) + max_tokens exceeds the model's context of {self.context}")
         return inputs.to(self.loaded.model.device)
@@ -221,6 +255,7 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
     """`max_prompt_tokens` defaults to the model's context."""
     app = FastAPI(title="privtune serve", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(ShutdownCancel)  # outside BodyLimit: covers reading the body too
     generator = Generator(loaded, max_prompt_tokens)
 
     @app.exception_handler(RequestValidationError)

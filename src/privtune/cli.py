@@ -410,26 +410,26 @@ def export(
     artifact, found = stage.run(model, config, _workspace(workspace), force=force)
     if found:
         console.print(f"found an identical export, not redone (--force to redo): {artifact.path}")
-    _print_export(artifact.manifest)
+    _print_export(artifact.manifest, artifact.path)
     typer.echo(f"export {artifact.id} -> {artifact.path}")
 
 
-def _print_export(manifest: dict) -> None:
+def _print_export(manifest: dict, path: Path) -> None:
     from rich.table import Table
 
     from privtune.export.stage import TABLE_HEADER, table_rows
     from privtune.ui import console
 
     if manifest["to"] == "merged":
-        console.print(f"merged safetensors + tokenizer + generation config (eos {manifest['stop_token_ids']}) in "
-                      "merged/: vllm serve <path>/merged", highlight=False)
+        console.print(f"merged safetensors + tokenizer + generation config (eos {manifest['stop_token_ids']}): "
+                      f"vllm serve {path / 'merged'}", highlight=False, markup=False)
         return
     table = Table(*TABLE_HEADER, title=f"export ({manifest['verification_prompts']})")
     for row in table_rows(manifest):
         table.add_row(*row)
     console.print(table)
-    console.print(f"ollama create {manifest['name'].lower()} -f Modelfile (stops: "
-                  f"{', '.join(manifest['ollama']['stop'])})", highlight=False)
+    console.print(f"cd {path} && ollama create {manifest['name'].lower()} -f Modelfile (stops: "
+                  f"{', '.join(manifest['ollama']['stop'])})", highlight=False, markup=False)
 
 
 @app.command("base-model")

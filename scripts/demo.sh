@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole story on a real pretrained model (SmolLM2-135M-Instruct), on 2 CPU cores.
 # GGUF -> model artifact -> [generate, when a teacher is configured] -> prep -> train (lora) -> eval
-# base vs tuned -> serve + one request with the openai client -> lineage.
+# base vs tuned -> export (GGUF + Ollama Modelfile, verified) -> serve + one request with the openai
+# client -> lineage.
 set -euo pipefail
 BIN=.venv/bin
 OUT=${DEMO:-demo-out}
@@ -33,7 +34,10 @@ MODEL=$($BIN/privtune train --recipe recipes/demo-lora.yaml --data "$DATASET" --
 echo "== 5. eval: tuned against the base model on the held-out test split"
 $BIN/privtune eval --model "$MODEL" --workspace "$RUNS" --set max_new_tokens=32
 
-echo "== 6. serve it and ask it one question with the openai client"
+echo "== 6. export: GGUF f16 and q8_0 with an Ollama Modelfile, each checked against the merged model on the test split"
+$BIN/privtune export "$MODEL" --quant f16,q8_0 --prompts 46 --name tickets --workspace "$RUNS"
+
+echo "== 7. serve it and ask it one question with the openai client"
 PORT=$($BIN/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $BIN/privtune serve "$MODEL" --port "$PORT" --name tickets --workspace "$RUNS" > "$OUT/serve.log" 2>&1 &
 SERVER=$!
@@ -50,6 +54,6 @@ print(f"ticket: {ticket}\nanswer: {reply.choices[0].message.content}")
 PY
 kill $SERVER; wait $SERVER 2>/dev/null || true; trap - EXIT
 
-echo "== 7. every artifact and its lineage"
+echo "== 8. every artifact and its lineage"
 $BIN/privtune runs --workspace "$RUNS"
 echo "artifacts are under $RUNS"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from privtune.config import build_config, list_recipes, load_recipe
+from privtune.config import build_config, field_docs, list_recipes, load_recipe
 from privtune.errors import PrivtuneError
 from privtune.train.config import METHODS, TrainConfig
 
@@ -84,3 +84,23 @@ def test_recipes_lists_and_shows_the_shipped_ones_from_any_folder(cli, tmp_path,
     assert config.epochs == 1 and path == Path("recipes") / "lora.yaml"
     code, out = cli("recipes", "show", "nope")
     assert code == 2 and "no recipe named 'nope'" in out
+
+
+def test_validate_reports_every_problem_at_once_with_its_line(cli, tmp_path):
+    path = write(tmp_path, "method: lora\nepochz: 2\nlearning_rate: .nan\nlora:\n  r: zero\nbatch_size: 4\n")
+    code, out = cli("validate", path)
+    flat = " ".join(out.split())
+    assert code == 2 and "3 problems" in flat, out
+    for line, key, words in ((2, "epochz", "unknown key"), (3, "learning_rate", "expected a finite number"), (5, "lora.r", "expected int")):
+        assert f"{path}:{line}: field '{key}': {words}" in flat, (key, out)
+    code, out = cli("validate", "lora", "--set", "epochs=1", "--set", "lora.r=4")
+    assert code == 0 and "valid lora recipe" in out and "epochs: 1.0" in out and "  r: 4" in out, out
+
+
+def test_every_recipe_key_is_documented_and_listed(cli):
+    docs = field_docs(TrainConfig)
+    assert {"learning_rate", "lora.r", "prompt_tuning.num_virtual_tokens"} <= set(docs)
+    assert [key for key, (_, _, doc) in docs.items() if not doc] == []
+    code, out = cli("validate", "--keys")
+    assert code == 0 and "lora.r = 16  (int)\n    Rank of the low-rank update." in out
+    assert "[embed_tokens, lm_head]" in out and out.count(" = ") >= len(docs)

@@ -523,6 +523,31 @@ def show(ref: str = typer.Argument(..., help="Artifact id, id prefix, or path"),
             typer.echo(f"  {path.relative_to(artifact.path)}  ({path.stat().st_size} bytes)")
 
 
+@app.command()
+@handles_errors
+def validate(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe name or YAML path to check"),
+    overrides: List[str] = SetOpt,
+    keys: bool = typer.Option(False, "--keys", help="List every recipe key (for --set) with its type, default and meaning"),
+):
+    """Check a training recipe and --set overrides without running anything; every problem is listed."""
+    from privtune.config import config_dict, field_docs, load_recipe
+    from privtune.train.config import TrainConfig
+    from privtune.ui import console
+
+    if keys:
+        for key, (kind, default, doc) in field_docs(TrainConfig).items():  # plain lines: greppable, no wrapping
+            typer.echo(f"{key} = {default}  ({kind})\n    {doc}")
+        return
+    if recipe is None:
+        raise PrivtuneError("give a recipe to check, or --keys to list them", field="RECIPE")
+    config, path = load_recipe(TrainConfig, recipe, overrides)
+    import yaml
+
+    console.print(f"ok: {path} is a valid {config.method} recipe; resolved, with every default:")
+    typer.echo(yaml.safe_dump(config_dict(config), sort_keys=False), nl=False)
+
+
 recipes_app = typer.Typer(help="List the training recipes (shipped, and ./recipes); `show NAME` prints one to copy.",
                           invoke_without_command=True, no_args_is_help=False)
 app.add_typer(recipes_app, name="recipes")

@@ -35,6 +35,14 @@ class ConfigValueError(ValueError):
         self.message = message
 
 
+class ConfigErrors(ValueError):
+    """Every problem found in one config, so the user fixes them in one go rather than one per run."""
+
+    def __init__(self, errors: list[ConfigValueError]):
+        super().__init__("; ".join(f"{e.key}: {e.message}" for e in errors))
+        self.errors = errors
+
+
 def _key_lines(node: yaml.Node, source: str, prefix: str = "") -> dict[str, int]:
     """The line of each dotted key; a key given twice in one mapping is an error, because YAML
     loaders keep the last one silently and the user's first value would vanish."""
@@ -143,7 +151,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(option, value, key)
-            except ConfigValueError:
+            except (ConfigValueError, ConfigErrors):
                 errors.append(_type_name(option))
         raise ConfigValueError(key, f"expected {' or '.join(errors)}, got {value!r}")
     if origin is Literal:
@@ -193,29 +201,69 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 
 def _build(cls: type[T], data: dict, prefix: str = "") -> T:
+    """`cls` from `data`, or ConfigErrors with every key's problem (the cross-field checks of
+    `__post_init__` run once every field is well-typed)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs, errors = {}, []
     for key, value in data.items():
         if key not in fields:
-            raise ConfigValueError(prefix + str(key), f"unknown key; expected one of: {', '.join(fields)}")
-        kwargs[key] = _coerce(hints[key], value, prefix + key)
+            errors.append(ConfigValueError(prefix + str(key), f"unknown key; expected one of: {', '.join(fields)}"))
+            continue
+        try:
+            kwargs[key] = _coerce(hints[key], value, prefix + key)
+        except ConfigValueError as exc:
+            errors.append(exc)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigErrors(errors)
     try:
         return cls(**kwargs)
     except ConfigValueError as exc:
-        raise ConfigValueError(prefix + exc.key, exc.message) from None
+        raise ConfigErrors([ConfigValueError(prefix + exc.key, exc.message)]) from None
 
 
 def build_config(cls: type[T], data: dict, *, source: str, lines: dict[str, int] | None = None) -> T:
-    """Build and validate `cls` from a mapping; errors name the source, line and dotted key."""
+    """Build and validate `cls` from a mapping; errors name the source, line and dotted key, all of them."""
     lines = lines or {}
     try:
         return _build(cls, data)
-    except ConfigValueError as exc:
-        line = lines.get(exc.key) or lines.get(exc.key.split("[")[0])
-        origin = "--set" if line == 0 else source
-        raise PrivtuneError(exc.message, source=origin, line=line or None, field=exc.key) from None
+    except ConfigErrors as exc:
+        problems = []
+        for error in exc.errors:
+            line = lines.get(error.key) or lines.get(error.key.split("[")[0])
+            origin = "--set" if line == 0 else source
+            problems.append(PrivtuneError(error.message, source=origin, line=line or None, field=error.key))
+        if len(problems) == 1:
+            raise problems[0] from None
+        problems.sort(key=lambda p: (p.source != source, p.line or 0))
+        raise PrivtuneError(f"{len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems),
+                            source=source) from None
 
+
+def field_docs(cls: type) -> dict[str, tuple[str, str, str]]:
+    """Every key of a config dataclass, nested ones dotted: (type, default, the docstring under it)."""
+    import ast
+    import inspect
+
+    hints = typing.get_type_hints(cls)
+    tree = ast.parse(inspect.getsource(cls).lstrip())
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            is_doc = isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant)
+            docs[node.target.id] = " ".join(following.value.value.split()) if is_doc else ""
+    rows = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.update({f"{f.name}.{key}": row for key, row in field_docs(tp).items()})
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows[f.name] = (_type_name(tp), repr(default), docs.get(f.name, ""))
+    return rows
 
 def load_recipe(cls: type[T], recipe: str, overrides: list[str] | None = None) -> tuple[T, Path]:
     """Load a recipe by name or path into `cls`, applying `--set` overrides."""

@@ -17,6 +17,7 @@ class LoraSettings:
     alpha: int = 32
     """Scaling: the update is multiplied by alpha / r."""
     dropout: float = 0.05
+    """Dropout on the adapter input during training."""
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     """Module names to adapt; `all-linear` adapts every linear layer but the output head."""
     modules_to_save: list[str] = field(default_factory=list)
@@ -45,13 +46,17 @@ class TrainConfig:
     method: Literal["full", "lora", "qlora", "prompt-tuning"] = "lora"
     """full: all weights; lora: adapters; qlora: 4-bit NF4 base + adapters; prompt-tuning: soft prompt."""
     epochs: float = 3.0
+    """Passes over the train split (fractions allowed); max_steps wins when set."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run all epochs)."""
     learning_rate: float = 2e-4
+    """Peak learning rate (after warmup)."""
     batch_size: int = 8
     """Examples per device per step (with packing: packed sequences of max_length)."""
     gradient_accumulation: int = 1
+    """Batches summed per optimizer step: the effective batch is batch_size x this x GPUs."""
     max_length: int = 1024
+    """Longest training sequence in tokens (packed rows with packing)."""
     packing: Literal["auto", "bfd", "wrapped", "none"] = "auto"
     """bfd: pack examples into max_length rows, attention kept within each example (padding-free);
     wrapped: concatenate and cut (fast, but examples see each other); none: pad batches of similar
@@ -59,15 +64,21 @@ class TrainConfig:
     loss: Literal["assistant", "all"] = "assistant"
     """Which tokens are learned: assistant replies only, or the whole sequence."""
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    """How the learning rate decays after warmup."""
     warmup_ratio: float = 0.03
+    """Fraction of the steps spent warming the learning rate up from 0."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     max_grad_norm: float = 1.0
+    """Gradients are clipped to this norm."""
     gradient_checkpointing: bool = False
     """Trade compute for memory on big models."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on GPUs that have it, else fp16 on GPU, fp32 on CPU."""
     seed: int = 42
+    """Seeds initialisation, dropout and the data order (a resumed run keeps them)."""
     logging_steps: int = 5
+    """Log loss and learning rate every this many steps."""
     eval_steps: int = 50
     """Evaluate on the validation split every this many steps (0: only at the end)."""
     save_steps: int = 50
@@ -78,6 +89,7 @@ class TrainConfig:
     """CPU threads for torch (0: $PRIVTUNE_THREADS if set, else one per physical core this process may
     use, capped at 4; see privtune.runtime)."""
     report_to: Literal["none", "wandb", "tensorboard", "trackio"] = "none"
+    """Experiment tracker (wandb stays offline unless --wandb-sync)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompt_tuning: PromptTuningSettings = field(default_factory=PromptTuningSettings)
 

@@ -195,6 +195,7 @@ def train(
         _relaunch_with_accelerate(num_gpus, accelerate_config)
         return
     from privtune.config import load_recipe
+    from privtune.pipeline import dataset_for_training
     from privtune.train import sft
     from privtune.train.config import TrainConfig
     from privtune.ui import console
@@ -203,7 +204,9 @@ def train(
     config, path = load_recipe(TrainConfig, recipe, [*overrides, *extra])
     console.print(f"recipe: {path} (method {config.method})")
     options = sft.TrainOptions(force=force, resume=resume, merge=merge, wandb_sync=wandb_sync)
-    artifact, found = sft.run(data, model, config, _workspace(workspace), options)
+    store = _workspace(workspace)
+    dataset = dataset_for_training(data, model, store)
+    artifact, found = sft.run(str(dataset.path), model, config, store, options)
     if found:
         console.print(f"found an identical model, not retrained (--force to redo): {artifact.path}")
     else:

@@ -7,7 +7,7 @@ functions: the CLI imports this module for commands that never touch a model.
 - Dtype: on an accelerator the model's own dtype (what it was trained and shipped in, half the
   memory of fp32 for bf16/fp16 models). On a CPU, bf16/fp16 weights are computed in float32: half
   precision matmuls there are slow, and bf16 generation drifts from what the model does in fp32.
-  Saving is another matter: a merged model is written in its base's own dtype (train/export.py).
+  Saving is another matter: a merged model is written in its base's own dtype (models/merge.py).
 - Threads: one torch thread per physical core this process may use (affinity mask and cgroup
   quota respected), at most MAX_THREADS. Hyper-threads share a core's arithmetic units, so a
   second thread per core only adds contention, and `os.cpu_count()` counts them and ignores the

@@ -4,7 +4,8 @@ import random
 
 from rouge_score import rouge_scorer
 
-from privtune.generate.neardup import NearDuplicateIndex, lcs_length, lcs_length_table, rouge_l_f, rouge_tokens
+from privtune.generate.neardup import NearDuplicateIndex
+from privtune.rouge import lcs_length, lcs_length_table, rouge_l_f, rouge_tokens
 
 WORDS = "write a short poem about the sea give me three tips for sleeping better explain why sky is blue list".split()
 

@@ -8,6 +8,7 @@ import torch
 from privtune.eval import stage
 from privtune.models.inference import load_for_inference
 from privtune.models.stopping import end_of_turn_id, stop_token_ids
+from privtune.pipeline import split_rows
 
 FOREIGN_EOS = "<|endoftext|>"
 """The tiny model's tokenizer ends turns with <|im_end|>; this other special token plays a base model's eos."""
@@ -53,7 +54,7 @@ def test_end_of_turn_found_whatever_the_template_calls_it(tokenizer):
 
 @pytest.fixture(scope="module")
 def ticket_prompts(tickets_dataset):
-    _, rows, _ = stage.split_rows(tickets_dataset, 8)
+    _, rows, _ = split_rows(tickets_dataset, 8)
     return [r["messages"][:-1] for r in rows]
 
 

@@ -6,7 +6,7 @@ import json
 import re
 import string
 
-from privtune.generate.neardup import rouge_l_f, rouge_tokens
+from privtune.rouge import rouge_l_f, rouge_tokens
 
 
 def normalize(text: str) -> str:

@@ -23,6 +23,7 @@ from privtune.eval import stats
 from privtune.eval.metrics import bleu_statistic, corpus_bleu, mean, score
 from privtune.models.inference import LoadedModel, load_for_inference
 from privtune.models.stopping import stop_token_ids
+from privtune.pipeline import find_dataset, split_rows
 from privtune.ui import quiet_libraries, track
 
 
@@ -49,34 +50,6 @@ class EvalConfig:
             raise ConfigValueError("max_new_tokens", "max_new_tokens and batch_size must be >= 1, limit >= 0")
         if self.bootstrap < 0:
             raise ConfigValueError("bootstrap", "bootstrap must be >= 0 (0: no intervals)")
-
-
-def find_dataset(trained: Artifact | None, data: str | None, workspace: Workspace) -> Artifact:
-    """--data, or the dataset the model was trained on (its lineage)."""
-    if data:
-        artifact = workspace.resolve(data)
-        if artifact is None or artifact.kind != "dataset":
-            raise PrivtuneError(f"no dataset artifact '{data}'", field="--data", hint="privtune runs lists them")
-        return artifact
-    parents = trained.manifest.get("parents", []) if trained else []
-    for parent in parents:
-        artifact = workspace.resolve(parent)
-        if artifact is not None and artifact.kind == "dataset":
-            return artifact
-    raise PrivtuneError("no --data given and the model has no dataset in its lineage", field="--data")
-
-
-def split_rows(dataset: Artifact, limit: int) -> tuple[str, list[dict], list]:
-    """The test split (validation if test is empty) as schema rows and tokenized rows."""
-    import pyarrow.parquet as pq
-
-    for split in ("test", "validation"):
-        rows = [json.loads(l) for l in (dataset.path / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-        if rows:
-            tokenized = pq.read_table(dataset.path / "tokenized" / f"{split}.parquet").to_pylist()
-            cut = limit or len(rows)
-            return split, rows[:cut], tokenized[:cut]
-    raise PrivtuneError(f"dataset {dataset.id} has no test or validation examples", field="--data")
 
 
 def held_out_loss(loaded: LoadedModel, tokenized: list[dict],

@@ -1,6 +1,6 @@
 """`privtune export`: a model -> merged safetensors for vLLM, or GGUF files + Modelfile for llama.cpp/Ollama.
 
-An adapter is first merged into its base in the base's own 16/32-bit dtype (train/export.py's merge,
+An adapter is first merged into its base in the base's own 16/32-bit dtype (models/merge.py,
 never into 4-bit weights). `--to merged` stops there, adding the generation config vLLM reads its stop
 ids from. `--to gguf` runs llama.cpp's converter (export/llamacpp.py), verifies each file against the
 merged model (export/verify.py) and writes a Modelfile whose TEMPLATE and stops come from the chat
@@ -175,7 +175,7 @@ def merged_folder(source: Source, out: Path | None) -> Path:
     """Full weights to export: the adapter merged into `out`, a copy of the weights in `out`, or (None)
     the source folder itself, read in place."""
     if source.adapter:
-        from privtune.train.export import merge_adapter
+        from privtune.models.merge import merge_adapter
 
         console.print(f"merging the adapter into {source.base} (full precision, saved in the base's dtype)")
         return merge_adapter(source.base, source.folder, out, source.seq2seq)
@@ -256,7 +256,7 @@ def export_gguf(out: Path, hf_dir: Path, tokenizer, stops: list[int], source: So
 
 def verification_prompts(source: Source, workspace_hint: Workspace | None, n: int) -> tuple[list, str]:
     """The dataset's test split when the model's lineage has one, else fixed everyday prompts."""
-    from privtune.eval.stage import find_dataset, split_rows
+    from privtune.pipeline import find_dataset, split_rows
 
     artifact = source.ref.artifact
     if artifact is not None and workspace_hint is not None:

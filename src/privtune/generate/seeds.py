@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privtune.data.formats import RawRecord, read_records
-from privtune.data.prep import PrepConfig, load_examples
+from privtune.data.dataset import PrepConfig, load_examples
 from privtune.errors import PrivtuneError
 
 

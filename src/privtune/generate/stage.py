@@ -423,7 +423,7 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
         seeds: Path | None = None, docs: Path | None = None, redact_text: bool = False,
         force: bool = False) -> tuple[Artifact, bool]:
     """Generate `config.num` examples with the teacher, then write a dataset artifact for `model`."""
-    from privtune.data import prep
+    from privtune.data import dataset
     from privtune.data.render import choose_template, tokenizer_fingerprint
     from privtune.models.loading import load_tokenizer, resolve_model
 
@@ -469,9 +469,9 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     kept = collector.kept[: config.num]
     if stopped:
         _report_stop(stopped, len(kept), config, egress.sent, staging.path)
-    prep_config = prep.PrepConfig(seed=config.seed)
-    dataset_stats = prep.write_dataset(staging.path, [to_example(r) for r in kept], tokenizer, chat_template,
-                                       prep_config, source=str(staging.path / ACCEPTED))
+    prep_config = dataset.PrepConfig(seed=config.seed)
+    dataset_stats = dataset.write_dataset(staging.path, [to_example(r) for r in kept], tokenizer, chat_template,
+                                          prep_config, source=str(staging.path / ACCEPTED))
     metrics = {**dataset_stats, "generated": len(kept), "generation": {**stats.__dict__,
                                                                        "dropped": dict(collector.drops)}}
     manifest = {

@@ -20,6 +20,7 @@ from privtune.artifacts import Artifact, Workspace, stable_hash
 from privtune.config import config_dict
 from privtune.errors import PrivtuneError
 from privtune.models.loading import ModelRef, load_tokenizer, resolve_model
+from privtune.pipeline import dataset_artifact
 from privtune.train.callbacks import (MarkCompleteCheckpoints, MetricsLog, RichProgress, SeedSamplerPerEpoch,
                                       last_complete_checkpoint, rewind_metrics)
 from privtune.train.config import TrainConfig
@@ -37,25 +38,6 @@ class TrainOptions:
     resume: bool = True
     merge: bool = False
     wandb_sync: bool = False
-
-
-def resolve_dataset(data: str, model: str, config: TrainConfig, workspace: Workspace) -> Artifact:
-    """A dataset artifact by id or path; a records file is prepped first (default settings, so an
-    earlier `privtune prep` of the same file is found, not redone)."""
-    artifact = workspace.resolve(data)
-    if artifact is not None:
-        if artifact.kind != "dataset":
-            raise PrivtuneError(f"'{data}' is a {artifact.kind} artifact, not a dataset", field="--data")
-        return artifact
-    if Path(data).is_file():
-        from privtune.data import prep
-
-        artifact, found = prep.run([Path(data)], model, prep.PrepConfig(), workspace)
-        how = "found its identical prep" if found else "prepared it for the model first (privtune prep)"
-        console.print(f"--data is a file: {how}: dataset {artifact.id}")
-        return artifact
-    raise PrivtuneError(f"no dataset artifact or file '{data}'", field="--data",
-                        hint="pass a dataset id from `privtune runs`, or a records file")
 
 
 def check_tokenizer(dataset: Artifact, tokenizer) -> None:
@@ -193,14 +175,15 @@ def artifact_id_for(dataset: Artifact, model: ModelRef, config: TrainConfig) -> 
 
 def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
         options: TrainOptions | None = None) -> tuple[Artifact, bool]:
-    """Fine-tune `model` on dataset `data`; returns the model artifact and whether it already existed."""
+    """Fine-tune `model` on dataset artifact `data` (id or path); returns the model artifact and whether it
+    already existed. A records file is prepped first by privtune.pipeline, not here."""
     options = options or TrainOptions()
     model_ref = resolve_model(model, workspace)
-    dataset = resolve_dataset(data, model, config, workspace)
+    dataset = dataset_artifact(data, workspace)
     tokenizer = load_tokenizer(model_ref)
     check_tokenizer(dataset, tokenizer)
     if options.merge and config.method == "prompt-tuning":  # refuse before training, not after it
-        from privtune.train.export import not_mergeable
+        from privtune.models.merge import not_mergeable
 
         raise not_mergeable("train without --merge and serve the adapter as it is")
     artifact_id = artifact_id_for(dataset, model_ref, config)
@@ -336,7 +319,7 @@ def merge_existing(artifact: Artifact) -> Artifact:
 def _merge_into_place(artifact: Artifact, merged: Path) -> None:
     """Merge into `.merged-tmp-<pid>` beside merged/, then rename: readers see all of it or none."""
     from privtune.runtime import apply_threads
-    from privtune.train.export import merge_adapter
+    from privtune.models.merge import merge_adapter
 
     apply_threads()
     tmp = artifact.path / f".merged-tmp-{os.getpid()}"
@@ -423,7 +406,8 @@ def _log_line(path: Path, record: dict) -> None:
 def _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq, result,
             start_eval, end_eval, resume_from, template_info) -> Artifact:
     """Save weights or adapter, merge if asked, plot the curve, drop checkpoints, publish the artifact."""
-    from privtune.train.export import merge_adapter, plot_loss_curve, read_metrics
+    from privtune.models.merge import merge_adapter
+    from privtune.train.curve import plot_loss_curve, read_metrics
 
     out = staging.path / "model"
     if out.exists():

@@ -1,4 +1,5 @@
-"""After training: the loss-curve chart, and merging adapters into full weights."""
+"""Merging an adapter into its base: full precision, saved in the base's own dtype. Shared by train
+(`--merge`) and export; owned by neither stage."""
 
 from __future__ import annotations
 
@@ -6,37 +7,6 @@ import json
 from pathlib import Path
 
 from privtune.errors import PrivtuneError
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def plot_loss_curve(metrics: list[dict], out: Path) -> Path | None:
-    """A PNG of training and validation loss by step; None when nothing was logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
-    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
-    if not train and not evals:
-        return None
-    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for points, label in ((train, "train"), (evals, "validation")):
-        if points:
-            axes.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out)
-    plt.close(figure)
-    return out
 
 
 def merge_adapter(base_location: str, adapter_dir: Path, out_dir: Path, is_seq2seq: bool) -> Path:

@@ -1,0 +1,347 @@
+"""Schema examples -> a tokenized, split dataset folder: what prep and generate both write and train reads.
+
+Owned by no stage: prep feeds it a team's records, generate a teacher's answers. Examples stream
+through (dedup keys in SQLite on disk, lengths in a histogram, splits appended as they come), so
+memory does not grow with the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+from privtune.artifacts import write_atomic
+from privtune.config import ConfigValueError
+from privtune.data.formats import BadRecord, apply_mapping, detect_format, normalize, odd_shapes, read_records
+from privtune.data.render import render_with_spans, tokenize_with_masks
+from privtune.errors import PrivtuneError
+from privtune.ui import track
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class PrepConfig:
+    format: Literal["auto", "openai", "sharegpt", "alpaca", "dolly", "prompt_completion"] = "auto"
+    """Input format; `auto` detects it from the first record's fields."""
+    map: dict[str, str] = field(default_factory=dict)
+    """Schema field <- source column, e.g. {instruction: question, output: answer}."""
+    template: str = "model"
+    """Chat template: the model's own, `chatml`, `alpaca`, or a .jinja path."""
+    max_length: int = 1024
+    """Longest example in tokens."""
+    overlength: Literal["drop", "truncate"] = "drop"
+    """What to do with longer examples (truncating can cut the end-of-turn token)."""
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+    """Seeds the split; the same seed and records always give the same split."""
+    dedup: bool = True
+    """Remove exact duplicate conversations."""
+    skip_bad: bool = False
+    """Keep going past bad records, writing them with reasons to rejected.jsonl."""
+
+    def __post_init__(self):
+        if self.max_length < 8:
+            raise ConfigValueError("max_length", f"must be at least 8, got {self.max_length}")
+        for name in ("validation_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise ConfigValueError(name, f"must be in [0, 0.5), got {getattr(self, name)}")
+
+
+class Rejects:
+    """Bad records kept for review (--skip-bad): streamed to `path` (rejected.jsonl) so memory stays
+    flat, or kept in `rows` when there is no path (small files read whole)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path, self.count, self.rows, self._handle = path, 0, [], None
+
+    def add(self, error: PrivtuneError, record) -> None:
+        self.count += 1
+        row = {"source": error.source, "line": error.line, "field": error.field, "error": error.message,
+               "record": record}
+        if self.path is None:
+            self.rows.append(row)
+            return
+        if self._handle is None:
+            self._handle = open(self.path, "w", encoding="utf-8")
+        self._handle.write(json.dumps(row, ensure_ascii=False, default=repr) + "\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def iter_examples(files: list[Path], config: PrepConfig, rejects: Rejects,
+                  formats: dict[str, str]) -> Iterator[dict]:
+    """Read and normalise records one at a time; fills `formats` (file -> format) as it goes."""
+    for path in files:
+        fmt = None if config.format == "auto" else config.format
+        for record in read_records(path):
+            try:
+                record = apply_mapping(record, config.map)
+                if fmt is None:
+                    fmt = detect_format(record)
+                    formats[str(path)] = fmt
+                yield normalize(record, fmt)
+            except BadRecord as exc:
+                if not config.skip_bad:
+                    raise
+                rejects.add(exc, record.data)
+        formats.setdefault(str(path), fmt or config.format)
+
+
+def load_examples(files: list[Path], config: PrepConfig) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """Every record of small files in memory (seed files, tests): examples, rejected records, formats."""
+    rejects, formats = Rejects(), {}
+    examples = list(iter_examples(files, config, rejects, formats))
+    return examples, rejects.rows, formats
+
+
+def content_key(example: dict) -> str:
+    """Identity of a conversation (roles, texts, train flags), for dedup and the split."""
+    parts = [f"{m['role']}\x1f{int(m['train'])}\x1f{m['content']}" for m in example["messages"]]
+    return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
+
+
+def split_of(key: str, seed: int, validation_fraction: float, test_fraction: float) -> str:
+    """A deterministic split from the content hash: adding records never moves existing ones."""
+    point = int(hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    if point < test_fraction:
+        return "test"
+    if point < test_fraction + validation_fraction:
+        return "validation"
+    return "train"
+
+
+def _percentiles(histogram: "np.ndarray") -> dict[str, int]:
+    """Length percentiles from a histogram of lengths: exact, in memory that does not grow with the data."""
+    import numpy as np
+
+    total = int(histogram.sum())
+    if not total:
+        return {}
+    cumulative = np.cumsum(histogram)
+    at = lambda index: int(np.searchsorted(cumulative, index + 1))  # the length at this sorted position
+    pick = lambda q: at(min(total - 1, int(q * total)))
+    return {"min": at(0), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": at(total - 1)}
+
+
+_WORKER_STATE: tuple = ()
+CHUNK = 2048
+PARALLEL_AFTER = 4  # chunks: below this much work, worker processes cost more than they save
+
+
+def _encode_chunk(conversations: list[list[dict]]):
+    """Token ids, masks and lengths of a chunk, and {index: message} for conversations the chat
+    template refused (a template may `raise_exception`, e.g. when roles do not alternate)."""
+    from jinja2 import TemplateError
+
+    tokenizer, template = _WORKER_STATE
+    errors: dict[int, str] = {}
+    try:
+        texts, spans = render_with_spans(tokenizer, template, conversations)
+    except TemplateError:  # find which conversations the template refuses, one at a time
+        texts, spans = [], []
+        for n, conversation in enumerate(conversations):
+            try:
+                (text,), (span,) = render_with_spans(tokenizer, template, [conversation])
+            except TemplateError as exc:
+                errors[n], text, span = str(exc) or type(exc).__name__, "", []
+            texts.append(text)
+            spans.append(span)
+    return (*tokenize_with_masks(tokenizer, texts, spans), errors)
+
+
+def encode_stream(chunks: Iterable[list], tokenizer, template: str) -> Iterator[tuple[list, tuple]]:
+    """(chunk, encoded chunk) in order, for chunks of (key, example) pairs. Across processes once
+    there is enough work; a few chunks in flight at most, so memory does not grow with the input."""
+    global _WORKER_STATE
+    _WORKER_STATE = (tokenizer, template)
+    chunks = iter(chunks)
+    head = list(itertools.islice(chunks, PARALLEL_AFTER))
+    workers = min(os.cpu_count() or 1, 4) if len(head) == PARALLEL_AFTER else 1
+    chunks = itertools.chain(head, chunks)
+    conversations = lambda chunk: [example["messages"] for _, example in chunk]
+    if workers == 1:
+        for chunk in chunks:
+            yield chunk, _encode_chunk(conversations(chunk))
+        return
+    context = multiprocessing.get_context("fork")  # the tokenizer is inherited, not pickled
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(_encode_chunk, conversations(chunk))))
+            if len(pending) > 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+class SeenKeys:
+    """Content keys seen so far, for dedup, in an SQLite file: a set in memory would grow with the data."""
+
+    def __init__(self, path: Path):
+        import sqlite3
+
+        self.path = path
+        with self._disk_errors():
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768;"
+                                  "CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+
+    def add(self, key: str) -> bool:
+        """True if `key` is new."""
+        with self._disk_errors():
+            return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(key),)).rowcount == 1
+
+    @contextlib.contextmanager
+    def _disk_errors(self):
+        """SQLite reports a full disk as its own error, without the errno: name the file and the code."""
+        import sqlite3
+
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorname", "")
+            raise PrivtuneError(f"cannot write: {exc} ({code}): the disk or the file size limit is full",
+                                source=str(self.path), hint="free space, then re-run the same command") from None
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
+
+class SplitWriters:
+    """Each split's examples (`<split>.jsonl`) and token ids and masks (`tokenized/<split>.parquet`,
+    the columns TRL reads), appended as examples arrive, in row groups of `group_rows`."""
+
+    def __init__(self, folder: Path, group_rows: int = 8192):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("assistant_masks", pa.list_(pa.int8()))])
+        (folder / "tokenized").mkdir(exist_ok=True)
+        self.group_rows = group_rows
+        self.counts = dict.fromkeys(SPLITS, 0)
+        self.pending: dict[str, list] = {name: [] for name in SPLITS}
+        self.jsonl = {name: open(folder / f"{name}.jsonl", "w", encoding="utf-8") for name in SPLITS}
+        self.parquet = {name: pq.ParquetWriter(folder / "tokenized" / f"{name}.parquet", self.schema)
+                        for name in SPLITS}
+
+    def add(self, split: str, example: dict, ids, mask) -> None:
+        self.jsonl[split].write(json.dumps(example, ensure_ascii=False) + "\n")
+        self.pending[split].append((ids.copy(), mask.copy()))  # a view would keep its whole chunk alive
+        self.counts[split] += 1
+        if len(self.pending[split]) >= self.group_rows:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        rows, self.pending[split] = self.pending[split], []
+        if not rows:
+            return
+        offsets = pa.array(np.concatenate([[0], np.cumsum([len(ids) for ids, _ in rows])]), pa.int32())
+        self.parquet[split].write_table(pa.table({
+            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([i for i, _ in rows]), pa.int32())),
+            "assistant_masks": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([m for _, m in rows]),
+                                                                          pa.int8())),
+        }, schema=self.schema))
+
+    def close(self) -> None:
+        for name in SPLITS:
+            self._flush(name)
+            self.parquet[name].close()
+            self.jsonl[name].close()
+
+
+def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: str, config: PrepConfig,
+                  source: str, rejects: Rejects | None = None) -> dict:
+    """Dedup, tokenize, length-filter and split schema examples into `folder`; returns the stats.
+
+    Shared by prep and generate, so both write the same dataset layout that train reads. Examples
+    stream through: dedup keys live on disk, lengths in a histogram, output is appended.
+    A conversation the chat template refuses is a bad record (kept in `rejects` under --skip-bad).
+    """
+    import numpy as np
+
+    counts = dict.fromkeys(("records_read", "duplicates", "overlength_dropped", "truncated", "nothing_to_train",
+                            "template_rejected", "starts_with_assistant", "repeated_role"), 0)
+    histogram = np.zeros(config.max_length + 1, np.int64)
+    tokens = trained_tokens = 0
+    seen = SeenKeys(folder / ".seen.sqlite") if config.dedup else None
+
+    def unique() -> Iterator[tuple[str, dict]]:
+        for example in examples:
+            counts["records_read"] += 1
+            key = content_key(example)
+            if seen is not None and not seen.add(key):
+                counts["duplicates"] += 1
+                continue
+            for shape in odd_shapes(example["messages"]):
+                counts[shape] += 1
+            yield key, example
+
+    def chunked(items: Iterator) -> Iterator[list]:
+        while chunk := list(itertools.islice(items, CHUNK)):
+            yield chunk
+
+    writers = SplitWriters(folder)
+    try:
+        for chunk, (ids, mask, lengths, errors) in track(encode_stream(chunked(unique()), tokenizer, template),
+                                                         "tokenizing"):
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            for n, (key, example) in enumerate(chunk):
+                if n in errors:
+                    meta = example.get("meta", {})
+                    error = BadRecord(f"the chat template refused this conversation: {errors[n]}",
+                                      source=meta.get("source", source), line=meta.get("line"), field="template")
+                    if rejects is None or not config.skip_bad:
+                        raise error
+                    counts["template_rejected"] += 1
+                    rejects.add(error, example)
+                    continue
+                start, end = int(offsets[n]), int(offsets[n + 1])
+                if end - start > config.max_length:
+                    if config.overlength == "drop":
+                        counts["overlength_dropped"] += 1
+                        continue
+                    counts["truncated"] += 1
+                    end = start + config.max_length
+                if not mask[start:end].any():
+                    counts["nothing_to_train"] += 1
+                    continue
+                split = split_of(key, config.seed, config.validation_fraction, config.test_fraction)
+                writers.add(split, example, ids[start:end], mask[start:end])
+                histogram[end - start] += 1
+                tokens += end - start
+                trained_tokens += int(mask[start:end].sum())
+    finally:
+        writers.close()
+        if seen is not None:
+            seen.close()
+    kept = sum(writers.counts.values())
+    if not kept:
+        raise PrivtuneError("no usable examples left after filtering", source=source,
+                            hint=f"max_length is {config.max_length}; raise it or use --set overlength=truncate")
+    if not writers.counts["train"]:
+        raise PrivtuneError("the train split is empty; add records or lower the validation/test fractions",
+                            source=source)
+    write_atomic(folder / "chat_template.jinja", template)
+    return {**counts, "rejected": 0, "examples": kept, "splits": dict(writers.counts), "tokens": tokens,
+            "trained_tokens": trained_tokens, "length_percentiles": _percentiles(histogram)}
+
+

@@ -157,18 +157,11 @@ class Workspace:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root else default_workspace()
 
-    def get(self, kind: str, artifact_id: str, *, force: bool = False) -> Artifact | None:
-        """The finished artifact, or None. A damaged one is an error, unless `force` (the stage is about
-        to rebuild it, and `Staging.finish` replaces the folder)."""
+    def get(self, kind: str, artifact_id: str) -> Artifact | None:
+        """The finished artifact, or None; a damaged one is an error (a stage run with --force does not
+        look, and its `Staging.finish` replaces the folder)."""
         path = self.root / f"{kind}-{artifact_id}"
-        if not (path / MANIFEST).is_file():
-            return None
-        try:
-            return Artifact.load(path)
-        except DamagedArtifact:
-            if force:
-                return None
-            raise
+        return Artifact.load(path) if (path / MANIFEST).is_file() else None
 
     def stage(self, kind: str, artifact_id: str, *, fresh: bool = True) -> Staging:
         """Open the staging directory; `fresh` discards an earlier interrupted attempt."""
@@ -184,13 +177,14 @@ class Workspace:
 
     def artifacts(self) -> list[Artifact]:
         """Finished artifacts, newest first (damaged ones are in `damaged()`)."""
-        return self._scan()[0]
+        return self.scan()[0]
 
     def damaged(self) -> list[tuple[Path, DamagedArtifact]]:
         """Artifact folders whose manifest cannot be read, with the problem."""
-        return self._scan()[1]
+        return self.scan()[1]
 
-    def _scan(self) -> tuple[list[Artifact], list[tuple[Path, DamagedArtifact]]]:
+    def scan(self) -> tuple[list[Artifact], list[tuple[Path, DamagedArtifact]]]:
+        """Finished artifacts (newest first) and damaged ones, in one pass over the workspace."""
         found, damaged = [], []
         if self.root.is_dir():
             for path in self.root.iterdir():
@@ -218,7 +212,7 @@ class Workspace:
         if (path / MANIFEST).is_file():
             artifact = Artifact.load(path)
         else:
-            found, damaged = self._scan()
+            found, damaged = self.scan()
             matches = [a for a in found if ref in (a.id, a.path.name) or (len(ref) >= 4 and a.id.startswith(ref))]
             broken = [exc for path, exc in damaged if ref == path.name or (len(ref) >= 4 and
                                                                            path.name.split("-", 1)[-1].startswith(ref))]

@@ -464,8 +464,7 @@ def runs(workspace: Optional[Path] = WorkspaceOpt):
 
     from privtune.ui import console
 
-    found = _workspace(workspace)
-    artifacts, damaged = found.artifacts(), found.damaged()
+    artifacts, damaged = _workspace(workspace).scan()
     if not artifacts and not damaged:
         console.print("no artifacts yet")
         return
@@ -480,13 +479,13 @@ def runs(workspace: Optional[Path] = WorkspaceOpt):
     for path, problem in damaged:
         console.print(f"[bold red]damaged:[/] {path.name}: {problem.message}", highlight=False, soft_wrap=True)
     if damaged:
-        console.print("re-run the stage that made it with --force to rebuild it, or `privtune gc` to remove it")
+        console.print(damaged[0][1].hint, highlight=False)
 
 
 @app.command()
 @handles_errors
 def gc(
-    staging: bool = typer.Option(False, "--staging", help="Also remove interrupted work (which a re-run would resume)"),
+    staging: bool = typer.Option(False, "--staging", help="Also remove interrupted work (which a re-run would resume); not while a stage runs"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing"),
     workspace: Optional[Path] = WorkspaceOpt,
 ):
@@ -502,8 +501,12 @@ def gc(
     for path in paths:
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
         console.print(f"{'would remove' if dry_run else 'removing'} {path} ({size / 2**20:.1f} MiB)", highlight=False)
-        if not dry_run:
+        if dry_run:
+            continue
+        if path.is_dir():
             shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _headline(manifest: dict) -> dict:

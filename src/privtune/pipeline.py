@@ -16,7 +16,7 @@ def dataset_for_training(data: str, model: str, workspace: Workspace) -> Artifac
     settings (so an earlier `privtune prep` of the same file is found, not redone)."""
     artifact = workspace.resolve(data)
     if artifact is not None or not Path(data).is_file():
-        return dataset_artifact(data, workspace)
+        return checked_dataset(artifact, data)
     from privtune.data import prep
 
     artifact, found = prep.run([Path(data)], model, prep.PrepConfig(), workspace)
@@ -27,7 +27,11 @@ def dataset_for_training(data: str, model: str, workspace: Workspace) -> Artifac
 
 def dataset_artifact(data: str, workspace: Workspace) -> Artifact:
     """A dataset artifact by id, id prefix or path; anything else is a clear error."""
-    artifact = workspace.resolve(data)
+    return checked_dataset(workspace.resolve(data), data)
+
+
+def checked_dataset(artifact: Artifact | None, data: str) -> Artifact:
+    """`artifact` (what `data` resolved to) if it is a dataset; else the error that says what it is."""
     if artifact is None:
         raise PrivtuneError(f"no dataset artifact or file '{data}'", field="--data",
                             hint="pass a dataset id from `privtune runs`, or a records file")
@@ -44,9 +48,9 @@ def find_dataset(trained: Artifact | None, data: str | None, workspace: Workspac
             raise PrivtuneError(f"no dataset artifact '{data}'", field="--data", hint="privtune runs lists them")
         return artifact
     parents = trained.manifest.get("parents", []) if trained else []
-    for parent in parents:
-        artifact = workspace.resolve(parent)
-        if artifact is not None and artifact.kind == "dataset":
+    for parent in parents:  # ids: a direct lookup, not a scan of the workspace
+        artifact = workspace.get("dataset", parent)
+        if artifact is not None:
             return artifact
     raise PrivtuneError("no --data given and the model has no dataset in its lineage", field="--data")
 

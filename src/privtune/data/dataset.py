@@ -196,6 +196,7 @@ class SeenKeys:
         import sqlite3
 
         self.path = path
+        path.unlink(missing_ok=True)  # a killed run's file: its keys are not this run's (and unjournaled)
         with self._disk_errors():
             self.db = sqlite3.connect(path, isolation_level=None)
             self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768;"
@@ -222,6 +223,12 @@ class SeenKeys:
         self.db.close()
         self.path.unlink(missing_ok=True)
 
+    def __enter__(self) -> "SeenKeys":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class SplitWriters:
     """Each split's examples (`<split>.jsonl`) and token ids and masks (`tokenized/<split>.parquet`,
@@ -236,9 +243,12 @@ class SplitWriters:
         self.group_rows = group_rows
         self.counts = dict.fromkeys(SPLITS, 0)
         self.pending: dict[str, list] = {name: [] for name in SPLITS}
-        self.jsonl = {name: open(folder / f"{name}.jsonl", "w", encoding="utf-8") for name in SPLITS}
-        self.parquet = {name: pq.ParquetWriter(folder / "tokenized" / f"{name}.parquet", self.schema)
-                        for name in SPLITS}
+        with contextlib.ExitStack() as opened:  # if one cannot be opened, the ones before it are closed
+            self.jsonl = {name: opened.enter_context(open(folder / f"{name}.jsonl", "w", encoding="utf-8"))
+                          for name in SPLITS}
+            self.parquet = {name: opened.enter_context(pq.ParquetWriter(folder / "tokenized" / f"{name}.parquet",
+                                                                         self.schema)) for name in SPLITS}
+            self._files = opened.pop_all()
 
     def add(self, split: str, example: dict, ids, mask) -> None:
         self.jsonl[split].write(json.dumps(example, ensure_ascii=False) + "\n")
@@ -262,10 +272,16 @@ class SplitWriters:
         }, schema=self.schema))
 
     def close(self) -> None:
-        for name in SPLITS:
-            self._flush(name)
-            self.parquet[name].close()
-            self.jsonl[name].close()
+        """Write what is pending, then close every file (all of them, even if a write fails)."""
+        with self._files:
+            for name in SPLITS:
+                self._flush(name)
+
+    def __enter__(self) -> "SplitWriters":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: str, config: PrepConfig,
@@ -282,7 +298,7 @@ def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: s
                             "template_rejected", "starts_with_assistant", "repeated_role"), 0)
     histogram = np.zeros(config.max_length + 1, np.int64)
     tokens = trained_tokens = 0
-    seen = SeenKeys(folder / ".seen.sqlite") if config.dedup else None
+    seen: SeenKeys | None = None
 
     def unique() -> Iterator[tuple[str, dict]]:
         for example in examples:
@@ -299,8 +315,9 @@ def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: s
         while chunk := list(itertools.islice(items, CHUNK)):
             yield chunk
 
-    writers = SplitWriters(folder)
-    try:
+    with contextlib.ExitStack() as files:  # the dedup file and the writers are closed whatever happens
+        seen = files.enter_context(SeenKeys(folder / ".seen.sqlite")) if config.dedup else None
+        writers = files.enter_context(SplitWriters(folder))
         for chunk, (ids, mask, lengths, errors) in track(encode_stream(chunked(unique()), tokenizer, template),
                                                          "tokenizing"):
             offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -329,10 +346,6 @@ def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: s
                 histogram[end - start] += 1
                 tokens += end - start
                 trained_tokens += int(mask[start:end].sum())
-    finally:
-        writers.close()
-        if seen is not None:
-            seen.close()
     kept = sum(writers.counts.values())
     if not kept:
         raise PrivtuneError("no usable examples left after filtering", source=source,

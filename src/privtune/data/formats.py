@@ -90,6 +90,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
 
 
 CSV_FIELD_LIMIT = 64 << 20  # characters; the csv module's default (128 KiB) rejects long documents
+csv.field_size_limit(CSV_FIELD_LIMIT)
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:
@@ -104,7 +105,6 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
                     raise PrivtuneError("invalid UTF-8", source=str(path), line=number,
                                         hint="re-encode the file as UTF-8") from None
 
-    csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(lines())
     header, start = None, 1
     try:
@@ -129,12 +129,12 @@ def _read_parquet(path: Path, batch_rows: int = 1024) -> Iterator[RawRecord]:
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
-        number = 0
-        for batch in batches:
-            for row in batch.to_pylist():
-                number += 1
-                yield RawRecord(row, str(path), number)
+        with pq.ParquetFile(path) as table:
+            number = 0
+            for batch in table.iter_batches(batch_size=batch_rows):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield RawRecord(row, str(path), number)
     except PrivtuneError:
         raise
     except Exception as exc:  # pyarrow's errors have many types

@@ -39,7 +39,7 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     parents = [model_ref.artifact.id] if model_ref.artifact else []
     artifact_id = stable_hash({"stage": "prep", "inputs": [i["sha256"] for i in inputs],
                                "config": config_dict(config), "tokenizer": fingerprint, "parents": parents})
-    existing = workspace.get("dataset", artifact_id, force=force)
+    existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force:
         return existing, True
 

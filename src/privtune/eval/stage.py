@@ -232,7 +232,7 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,
                                "config": config_dict(config), "judge": judge.describe() if judge else None,
                                "lm_eval": lm_eval, "lm_eval_tasks": folder_digest(lm_eval_include)})
-    existing = workspace.get("eval", artifact_id, force=force)
+    existing = None if force else workspace.get("eval", artifact_id)
     if existing and not force:
         return existing, True
     split, rows, tokenized = split_rows(dataset, config.limit)

@@ -143,7 +143,7 @@ def run(model: str, config: ExportConfig, workspace: Workspace, *, force: bool =
         quantizer = llamacpp.find_quantizer(config.quantizer) if set(config.quants) & set(llamacpp.QUANTIZED) else None
     name = config.name or default_name(source)
     artifact_id = export_id(source, config, name, converter)
-    existing = workspace.get("export", artifact_id, force=force)
+    existing = None if force else workspace.get("export", artifact_id)
     if existing and not force:
         return existing, True
 

@@ -439,7 +439,7 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
                 "teacher": {"url": endpoint.base_url, "model": endpoint.model}, "redact": redact_text,
                 "template": stable_hash(template), "tokenizer": fingerprint}
     artifact_id = stable_hash(identity)
-    existing = workspace.get("dataset", artifact_id, force=force)
+    existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force and not existing.manifest.get("stopped"):
         return existing, True
     remote = not is_private_host(endpoint.host)

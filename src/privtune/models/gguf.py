@@ -152,7 +152,7 @@ def import_gguf(path: Path, workspace: Workspace, template: str | None = None, *
     check_supported(path, header)
     digest = digest or gguf_digest(path, imported(workspace))
     artifact_id = import_id(digest, chosen if template != "none" else "none")
-    existing = workspace.get("model", artifact_id, force=force)
+    existing = None if force else workspace.get("model", artifact_id)
     if existing and not force:
         return existing, True
     if not header["chat_template"] and template is None:

@@ -187,7 +187,7 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
 
         raise not_mergeable("train without --merge and serve the adapter as it is")
     artifact_id = artifact_id_for(dataset, model_ref, config)
-    existing = workspace.get("model", artifact_id, force=options.force)
+    existing = None if options.force else workspace.get("model", artifact_id)
     if existing and not options.force:
         return (merge_existing(existing) if options.merge else existing), True
 

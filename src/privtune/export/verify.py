@@ -35,22 +35,17 @@ class Run:
 
 
 def read_back(path: Path, tokenizer, vocab_size: int, stops: list[int]) -> dict:
-    """The GGUF's header against the model: token count, chat template, eos id."""
-    from gguf import GGUFReader
+    """The GGUF's header (read as `privtune import` reads it) against the model: token count, chat
+    template, eos id."""
+    from privtune.models.gguf import read_header
 
-    reader = GGUFReader(path)
-
-    def field(name: str):
-        value = reader.fields.get(name)
-        return value.contents() if value is not None else None
-
-    tokens = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0
-    eos = field("tokenizer.ggml.eos_token_id")
-    return {"tokens": tokens, "vocab_size": vocab_size, "tokens_match": tokens == vocab_size,
-            "chat_template_match": field("tokenizer.chat_template") == tokenizer.chat_template,
-            "eos_token_id": eos, "eot_token_id": field("tokenizer.ggml.eot_token_id"),
-            "eos_is_stop": eos in stops, "architecture": field("general.architecture"), "name": field("general.name"),
-            "tensor_types": sorted({t.tensor_type.name for t in reader.tensors})}
+    header = read_header(path)
+    eos = header["eos_token_id"]
+    return {"tokens": header["tokens"], "vocab_size": vocab_size, "tokens_match": header["tokens"] == vocab_size,
+            "chat_template_match": header["chat_template"] == tokenizer.chat_template,
+            "eos_token_id": eos, "eot_token_id": header["eot_token_id"], "eos_is_stop": eos in stops,
+            "architecture": header["architecture"], "name": header["name"],
+            "tensor_types": sorted(header["tensor_types"])}
 
 
 def prompts_of(rows: list[dict]) -> list[list[dict]]:

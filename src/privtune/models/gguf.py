@@ -53,7 +53,8 @@ def find_gguf(ref: str) -> Path | None:
 
 
 def read_header(path: Path) -> dict:
-    """Architecture, name, tensor types and chat template from the GGUF header (no weights read)."""
+    """Architecture, name, tensor types, chat template, token count and eos/eot ids from the GGUF header
+    (no weights read): what import checks and what export verifies."""
     try:
         from gguf import GGUFReader
     except ImportError:
@@ -71,8 +72,11 @@ def read_header(path: Path) -> dict:
     types: dict[str, list[str]] = {}
     for tensor in reader.tensors:
         types.setdefault(tensor.tensor_type.name, []).append(tensor.name)
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
     return {"architecture": field("general.architecture"), "name": field("general.name"),
-            "tensor_types": types, "chat_template": field("tokenizer.chat_template")}
+            "tensor_types": types, "chat_template": field("tokenizer.chat_template"),
+            "tokens": len(tokens.data) if tokens is not None else 0,
+            "eos_token_id": field("tokenizer.ggml.eos_token_id"), "eot_token_id": field("tokenizer.ggml.eot_token_id")}
 
 
 def check_supported(path: Path, header: dict) -> None:

@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Fine-tune a model you own on data that never leaves your machines.")
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Artifact directory [default: $PRIVTUNE_HOME or ./privtune-runs]")
-SetOpt = typer.Option([], "--set", help="Override a config key: --set key=value (repeatable)")
+SetOpt = typer.Option([], "--set", help="Override a config key: --set key=value (repeatable; `privtune validate --keys` lists the recipe keys)")
 ForceOpt = typer.Option(False, "--force", help="Recompute even if an identical artifact exists")
 
 

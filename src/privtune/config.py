@@ -1,21 +1,19 @@
-"""Recipes: plain YAML files loaded into typed, validated dataclasses.
+"""Recipes: plain YAML files loaded into typed, validated pydantic models.
 
-Every stage keeps its own config dataclass next to its code. This module only knows how to turn a
-YAML mapping (plus `--set key=value` overrides) into such a dataclass, and how to say precisely
+Every stage keeps its own config model next to its code. This module only knows how to turn a
+YAML mapping (plus `--set key=value` overrides) into such a model, and how to say precisely
 where a bad value is: file, line, dotted key, and what was expected. Unknown keys are errors,
 never silently ignored.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
+import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from privtune.errors import PrivtuneError
 
@@ -27,7 +25,7 @@ RECIPE_DIRS = (Path("recipes"), SHIPPED_RECIPES)
 
 
 class ConfigValueError(ValueError):
-    """Raised by a config's `__post_init__`: `key` is the field at fault."""
+    """Raised by a config's cross-field check: `key` is the field at fault."""
 
     def __init__(self, key: str, message: str):
         super().__init__(message)
@@ -131,97 +129,78 @@ def apply_overrides(data: dict, overrides: list[str], lines: dict[str, int]) -> 
     return data
 
 
+class Config(BaseModel):
+    """Base of every stage's config: unknown keys are errors, non-finite numbers are refused, and the
+    docstring under each field is its description (shown by `privtune validate --keys`).
+
+    A cross-field check is a `@model_validator(mode="after")` that raises `ConfigValueError(key, ...)`,
+    so the error still names the key at fault."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
+
+
+def _split_commas(value: Any) -> Any:
+    """`--set lora.target_modules=q_proj,v_proj` gives one string; a list field takes it as items."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
+"""A list of strings that a `--set` may give as `a,b,c`."""
+
+_WORDING = {  # pydantic's error types in the words privtune's errors have always used
+    "int": ("int_parsing", "int_type", "int_from_float"),
+    "float": ("float_parsing", "float_type"),
+    "bool": ("bool_parsing", "bool_type"),
+    "str": ("string_type",),
+    "a list": ("list_type",),
+    "a mapping": ("dict_type", "model_type", "model_attributes_type"),
+}
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "a mapping"
+    if get_origin(tp) is Annotated:
+        return _type_name(get_args(tp)[0])
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, key)
-            except (ConfigValueError, ConfigErrors):
-                errors.append(_type_name(option))
-        raise ConfigValueError(key, f"expected {' or '.join(errors)}, got {value!r}")
-    if origin is Literal:
-        if value in get_args(tp):
-            return value
-        raise ConfigValueError(key, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        (item_type,) = get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigValueError(key, f"expected a list, got {value!r}")
-        return [_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigValueError(key, f"expected a mapping, got {value!r}")
-        return {str(k): v for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigValueError(key, f"expected a mapping, got {value!r}")
-        return _build(tp, value, key + ".")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads 2e-4 as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is not None:
-            if not math.isfinite(number):  # YAML reads .nan and .inf as floats; no setting means them
-                raise ConfigValueError(key, f"expected a finite number, got {value!r}")
-            return number
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise ConfigValueError(key, f"expected {_type_name(tp)}, got {value!r}")
+def _dotted(loc: tuple) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def _build(cls: type[T], data: dict, prefix: str = "") -> T:
-    """`cls` from `data`, or ConfigErrors with every key's problem (the cross-field checks of
-    `__post_init__` run once every field is well-typed)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs, errors = {}, []
-    for key, value in data.items():
-        if key not in fields:
-            errors.append(ConfigValueError(prefix + str(key), f"unknown key; expected one of: {', '.join(fields)}"))
-            continue
-        try:
-            kwargs[key] = _coerce(hints[key], value, prefix + key)
-        except ConfigValueError as exc:
-            errors.append(exc)
-        except ConfigErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise ConfigErrors(errors)
+def _config_error(cls: type[BaseModel], error: dict) -> ConfigValueError:
+    """One pydantic error as (dotted key, message in privtune's words)."""
+    key, kind, value = _dotted(error["loc"]), error["type"], error.get("input")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigValueError):  # a model validator's check: its own key, under the model's path
+        return ConfigValueError(".".join(filter(None, (key, cause.key))), cause.message)
+    if kind == "extra_forbidden":
+        owner = cls
+        for part in error["loc"][:-1]:
+            owner = owner.model_fields[part].annotation if isinstance(part, str) else owner
+        close = difflib.get_close_matches(str(error["loc"][-1]), owner.model_fields, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        return ConfigValueError(key, f"unknown key; {guess}expected one of: {', '.join(owner.model_fields)}")
+    if kind == "finite_number":
+        return ConfigValueError(key, f"expected a finite number, got {value!r}")
+    if kind == "literal_error":
+        return ConfigValueError(key, f"expected one of {error['ctx']['expected']}, got {value!r}")
+    for name, kinds in _WORDING.items():
+        if kind in kinds:
+            return ConfigValueError(key, f"expected {name}, got {value!r}")
+    return ConfigValueError(key, f"{error['msg']}, got {value!r}")
+
+
+def _build(cls: type[T], data: dict) -> T:
+    """`cls` from `data`, or ConfigErrors with every key's problem (cross-field checks run once every
+    field is well-typed, as pydantic runs "after" validators)."""
     try:
-        return cls(**kwargs)
-    except ConfigValueError as exc:
-        raise ConfigErrors([ConfigValueError(prefix + exc.key, exc.message)]) from None
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigErrors([_config_error(cls, e) for e in exc.errors()]) from None
 
 
 def build_config(cls: type[T], data: dict, *, source: str, lines: dict[str, int] | None = None) -> T:
@@ -242,28 +221,18 @@ def build_config(cls: type[T], data: dict, *, source: str, lines: dict[str, int]
                             source=source) from None
 
 
-def field_docs(cls: type) -> dict[str, tuple[str, str, str]]:
-    """Every key of a config dataclass, nested ones dotted: (type, default, the docstring under it)."""
-    import ast
-    import inspect
-
-    hints = typing.get_type_hints(cls)
-    tree = ast.parse(inspect.getsource(cls).lstrip())
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:] + [None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            is_doc = isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant)
-            docs[node.target.id] = " ".join(following.value.value.split()) if is_doc else ""
+def field_docs(cls: type[BaseModel]) -> dict[str, tuple[str, str, str]]:
+    """Every key of a config, nested ones dotted: (type, default, its description)."""
     rows = {}
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows.update({f"{f.name}.{key}": row for key, row in field_docs(tp).items()})
+    for name, info in cls.model_fields.items():
+        tp = info.annotation
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            rows.update({f"{name}.{key}": row for key, row in field_docs(tp).items()})
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows[f.name] = (_type_name(tp), repr(default), docs.get(f.name, ""))
+        default = info.get_default(call_default_factory=True)
+        rows[name] = (_type_name(tp), repr(default), " ".join((info.description or "").split()))
     return rows
+
 
 def load_recipe(cls: type[T], recipe: str, overrides: list[str] | None = None) -> tuple[T, Path]:
     """Load a recipe by name or path into `cls`, applying `--set` overrides."""
@@ -273,5 +242,6 @@ def load_recipe(cls: type[T], recipe: str, overrides: list[str] | None = None) -
     return build_config(cls, data, source=str(path), lines=lines), path
 
 
-def config_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)
+def config_dict(config: BaseModel) -> dict:
+    """A config as plain data: for manifests, artifact ids and `validate`'s resolved recipe."""
+    return config.model_dump()

@@ -15,12 +15,13 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 from privtune.artifacts import write_atomic
-from privtune.config import ConfigValueError
+from pydantic import Field, model_validator
+
+from privtune.config import Config, ConfigValueError
 from privtune.data.formats import BadRecord, apply_mapping, detect_format, normalize, odd_shapes, read_records
 from privtune.data.render import render_with_spans, tokenize_with_masks
 from privtune.errors import PrivtuneError
@@ -29,11 +30,10 @@ from privtune.ui import track
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass
-class PrepConfig:
+class PrepConfig(Config):
     format: Literal["auto", "openai", "sharegpt", "alpaca", "dolly", "prompt_completion"] = "auto"
     """Input format; `auto` detects it from the first record's fields."""
-    map: dict[str, str] = field(default_factory=dict)
+    map: dict[str, str] = Field(default_factory=dict)
     """Schema field <- source column, e.g. {instruction: question, output: answer}."""
     template: str = "model"
     """Chat template: the model's own, `chatml`, `alpaca`, or a .jinja path."""
@@ -50,12 +50,14 @@ class PrepConfig:
     skip_bad: bool = False
     """Keep going past bad records, writing them with reasons to rejected.jsonl."""
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         if self.max_length < 8:
             raise ConfigValueError("max_length", f"must be at least 8, got {self.max_length}")
         for name in ("validation_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise ConfigValueError(name, f"must be in [0, 0.5), got {getattr(self, name)}")
+        return self
 
 
 class Rejects:

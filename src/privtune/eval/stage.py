@@ -17,7 +17,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from privtune.artifacts import Artifact, Workspace, stable_hash, write_atomic, write_json_atomic
-from privtune.config import ConfigValueError, config_dict
+from pydantic import model_validator
+
+from privtune.config import Config, ConfigValueError, config_dict
 from privtune.errors import PrivtuneError
 from privtune.eval import stats
 from privtune.eval.metrics import bleu_statistic, corpus_bleu, mean, score
@@ -27,8 +29,7 @@ from privtune.pipeline import find_dataset, split_rows
 from privtune.ui import quiet_libraries, track
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(Config):
     max_new_tokens: int = 128
     temperature: float = 0.0
     """0 = greedy."""
@@ -45,11 +46,13 @@ class EvalConfig:
     `seed`). With 1000 an interval end moves by ~0.01 between seeds on 16 examples, ~0.003 on 200
     (200 resamples: 0.03 / 0.007); every interval and paired test for 500 examples takes ~0.2 s. 0: none."""
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.limit < 0:
             raise ConfigValueError("max_new_tokens", "max_new_tokens and batch_size must be >= 1, limit >= 0")
         if self.bootstrap < 0:
             raise ConfigValueError("bootstrap", "bootstrap must be >= 0 (0: no intervals)")
+        return self
 
 
 def held_out_loss(loaded: LoadedModel, tokenized: list[dict],

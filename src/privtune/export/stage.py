@@ -15,7 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import model_validator
+
 from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, write_atomic
+from privtune.config import Config
 from privtune.errors import PrivtuneError
 from privtune.export import llamacpp, verify
 from privtune.export.modelfile import derive_template, modelfile_text, stop_strings
@@ -27,8 +30,7 @@ SKIPPED = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bi
 """Files of a model folder that a merged copy does not carry."""
 
 
-@dataclass
-class ExportConfig:
+class ExportConfig(Config):
     to: str = "gguf"
     """gguf (llama.cpp, Ollama) or merged (safetensors + tokenizer for vLLM; alias vllm)."""
     quants: tuple[str, ...] = ("f16",)
@@ -42,7 +44,8 @@ class ExportConfig:
     quantizer: str | None = None
     """Path of llama.cpp's llama-quantize [default: found on PATH]."""
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         if self.to not in TARGETS:
             raise PrivtuneError(f"unknown export target '{self.to}'", field="--to", hint="gguf, merged or vllm")
         self.to = TARGETS[self.to]
@@ -59,6 +62,7 @@ class ExportConfig:
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise PrivtuneError(f"'{self.name}' is not a usable model name", field="--name",
                                 hint="letters, digits, '.', '_' and '-'")
+        return self
 
 
 @dataclass

@@ -25,7 +25,9 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, write_json_atomic
-from privtune.config import ConfigValueError, config_dict
+from pydantic import Field, model_validator
+
+from privtune.config import CommaList, Config, ConfigValueError, config_dict
 from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
 from privtune.generate.egress import EGRESS_LOG, BudgetSpent, EgressLog, complete_lines
@@ -42,8 +44,7 @@ LIMITS = ("max_requests", "max_idle_requests")
 stopped continues (same id, same kept examples) when it is raised."""
 
 
-@dataclass
-class GenerateConfig:
+class GenerateConfig(Config):
     num: int = 100
     """Examples to keep."""
     seeds_per_prompt: int = 3
@@ -53,7 +54,7 @@ class GenerateConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 3072
-    stop: list[str] = field(default_factory=list)
+    stop: CommaList = Field(default_factory=list)
     concurrency: int = 8
     """Requests in flight at once."""
     client: str = "lean"
@@ -72,7 +73,7 @@ class GenerateConfig:
     included; 0: no budget."""
     min_words: int = 3
     max_words: int = 150
-    blocklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
+    blocklist: CommaList = Field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
     rouge_threshold: float = 0.7
     """Reject an instruction whose ROUGE-L F with any seed or kept one is above this."""
     prompt_template: str = ""
@@ -81,7 +82,8 @@ class GenerateConfig:
     """Docs mode: characters per chunk shown to the teacher."""
     seed: int = 42
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         for name in ("num", "seeds_per_prompt", "tasks_per_request", "concurrency", "max_tokens", "chunk_chars",
                      "max_failed_requests", "max_idle_requests", "max_words"):
             if getattr(self, name) < 1:
@@ -102,6 +104,7 @@ class GenerateConfig:
             raise ConfigValueError("temperature", "must be >= 0")
         if self.client not in ("lean", "openai"):
             raise ConfigValueError("client", f"must be lean or openai, got '{self.client}'")
+        return self
 
 
 @dataclass

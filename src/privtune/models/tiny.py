@@ -7,18 +7,17 @@ code that loads a real model, so the real loading path is what gets tested.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+from privtune.config import Config
 from privtune.data.render import named_template
 from privtune.errors import PrivtuneError
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-@dataclass
-class TinyModelConfig:
+class TinyModelConfig(Config):
     """Shape of the tiny model; defaults give ~0.9M parameters, trainable in minutes on 2 CPU cores."""
 
     architecture: Literal["llama", "qwen2", "t5"] = "llama"

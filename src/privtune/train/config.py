@@ -2,47 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
-from privtune.config import ConfigValueError
+from pydantic import Field, model_validator
+
+from privtune.config import CommaList, Config, ConfigValueError
 
 METHODS = ("full", "lora", "qlora", "prompt-tuning")
 
 
-@dataclass
-class LoraSettings:
+class LoraSettings(Config):
     r: int = 16
     """Rank of the low-rank update."""
     alpha: int = 32
     """Scaling: the update is multiplied by alpha / r."""
     dropout: float = 0.05
     """Dropout on the adapter input during training."""
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    target_modules: CommaList = Field(default_factory=lambda: ["all-linear"])
     """Module names to adapt; `all-linear` adapts every linear layer but the output head."""
-    modules_to_save: list[str] = field(default_factory=list)
+    modules_to_save: CommaList = Field(default_factory=list)
     """Modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] when the chat
     template's special tokens are new to the base model."""
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         if self.r < 1:
             raise ConfigValueError("r", f"must be at least 1, got {self.r}")
         if not 0 <= self.dropout < 1:
             raise ConfigValueError("dropout", f"must be in [0, 1), got {self.dropout}")
+        return self
 
 
-@dataclass
-class PromptTuningSettings:
+class PromptTuningSettings(Config):
     num_virtual_tokens: int = 16
     """Soft-prompt length in tokens."""
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         if self.num_virtual_tokens < 1:
             raise ConfigValueError("num_virtual_tokens", "must be at least 1")
+        return self
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Config):
     method: Literal["full", "lora", "qlora", "prompt-tuning"] = "lora"
     """full: all weights; lora: adapters; qlora: 4-bit NF4 base + adapters; prompt-tuning: soft prompt."""
     epochs: float = 3.0
@@ -90,10 +92,11 @@ class TrainConfig:
     use, capped at 4; see privtune.runtime)."""
     report_to: Literal["none", "wandb", "tensorboard", "trackio"] = "none"
     """Experiment tracker (wandb stays offline unless --wandb-sync)."""
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    prompt_tuning: PromptTuningSettings = field(default_factory=PromptTuningSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    prompt_tuning: PromptTuningSettings = Field(default_factory=PromptTuningSettings)
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def check(self):
         positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
                     "gradient_accumulation": self.gradient_accumulation, "max_length": self.max_length,
                     "epochs": self.epochs, "logging_steps": self.logging_steps, "save_steps": self.save_steps}
@@ -108,3 +111,4 @@ class TrainConfig:
             raise ConfigValueError("save_total_limit", "must be at least 1 (resume needs a checkpoint)")
         if self.threads < 0:
             raise ConfigValueError("threads", "must be 0 (auto) or positive")
+        return self

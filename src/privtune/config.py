@@ -175,8 +175,10 @@ def _config_error(cls: type[BaseModel], error: dict) -> ConfigValueError:
     """One pydantic error as (dotted key, message in privtune's words)."""
     key, kind, value = _dotted(error["loc"]), error["type"], error.get("input")
     cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, ConfigValueError):  # a model validator's check: its own key, under the model's path
-        return ConfigValueError(".".join(filter(None, (key, cause.key))), cause.message)
+    if isinstance(cause, ConfigValueError):  # a validator's check: its own key, under the model's path
+        loc = error["loc"]
+        path = loc[:-1] if loc[-1:] == (cause.key,) else loc  # a field validator's loc already ends in its key
+        return ConfigValueError(".".join(filter(None, (_dotted(path), cause.key))), cause.message)
     if kind == "extra_forbidden":
         owner = cls
         for part in error["loc"][:-1]:

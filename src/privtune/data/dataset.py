@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 from privtune.artifacts import write_atomic
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from privtune.config import Config, ConfigValueError
-from privtune.data.formats import BadRecord, apply_mapping, detect_format, normalize, odd_shapes, read_records
+from privtune.data.formats import (BadRecord, apply_mapping, detect_format, format_names, normalize, odd_shapes,
+                                   read_records)
 from privtune.data.render import render_with_spans, tokenize_with_masks
 from privtune.errors import PrivtuneError
 from privtune.ui import track
@@ -31,8 +32,8 @@ SPLITS = ("train", "validation", "test")
 
 
 class PrepConfig(Config):
-    format: Literal["auto", "openai", "sharegpt", "alpaca", "dolly", "prompt_completion"] = "auto"
-    """Input format; `auto` detects it from the first record's fields."""
+    format: str = "auto"
+    """Input format (a module of privtune/data/record_formats); `auto` detects it from the first record's fields."""
     map: dict[str, str] = Field(default_factory=dict)
     """Schema field <- source column, e.g. {instruction: question, output: answer}."""
     template: str = "model"
@@ -49,6 +50,15 @@ class PrepConfig(Config):
     """Remove exact duplicate conversations."""
     skip_bad: bool = False
     """Keep going past bad records, writing them with reasons to rejected.jsonl."""
+
+    @field_validator("format")
+    @classmethod
+    def known_format(cls, value: str) -> str:
+        """A str checked against the registry rather than a Literal, so a new format file needs no edit here."""
+        known = ["auto", *format_names()]
+        if value not in known:
+            raise ConfigValueError("format", f"expected one of {', '.join(map(repr, known))}, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def check(self):

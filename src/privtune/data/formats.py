@@ -1,5 +1,8 @@
 """Read records from JSONL/JSON/CSV/Parquet and normalise every known format to one schema.
 
+Each format is one module of `privtune.data.record_formats` naming a `Format`; this module holds the
+readers, detection and the helpers those modules share, so adding a format is adding one file.
+
 The schema, shared by prep, generate, train and eval:
     {"messages": [{"role": "system"|"user"|"assistant", "content": str, "train": bool}, ...],
      "meta": {"source": file, "line": n, "format": name}}
@@ -13,14 +16,13 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+from privtune import registry
 from privtune.errors import PrivtuneError
 
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user",
-                  "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant"}
-FORMATS = ("openai", "sharegpt", "alpaca", "dolly", "prompt_completion")
+PACKAGE = "privtune.data.record_formats"
 
 
 @dataclass
@@ -180,26 +182,51 @@ def apply_mapping(record: RawRecord, mapping: dict[str, str]) -> RawRecord:
     return RawRecord(data, record.source, record.line)
 
 
+@dataclass(frozen=True)
+class Format:
+    """A record format: the keys that identify a record as one, and how it becomes schema messages."""
+
+    name: str
+    keys: frozenset[str]
+    """Fields every record of this format has; detection picks the format from them."""
+    normalize: Callable[[RawRecord, dict], list[dict]]
+    """(record, its fields) -> schema messages, or a BadRecord naming the field."""
+    description: str
+    order: int = 0
+    """Position in lists and help, and which of two matching formats detection prefers."""
+
+
+def formats() -> dict[str, Format]:
+    return registry.entries(PACKAGE, "FORMAT")
+
+
+def format_names() -> list[str]:
+    return list(formats())
+
+
+def pick_format(keys: Iterable[str], candidates: Iterable[Format]) -> Format | None:
+    """The format a record with `keys` is in: of those whose keys it has, the most specific (a format
+    whose keys extend another's, as KTO's prompt+completion+label extends prompt+completion, wins);
+    the first in `candidates` among unrelated ones."""
+    keys = set(keys)
+    matches = [f for f in candidates if f.keys <= keys]
+    return next((f for f in matches if not any(f.keys < other.keys for other in matches)), None)
+
+
 def detect_format(record: RawRecord) -> str:
     """The format of a record, from its keys."""
     data = record.data
     if not isinstance(data, dict):
         raise _fail(record, None, f"expected a JSON object, got {type(data).__name__}")
-    keys = set(data)
-    if "messages" in keys:
-        return "openai"
-    if "conversations" in keys:
-        return "sharegpt"
-    if "instruction" in keys and "output" in keys:
-        return "alpaca"
-    if "instruction" in keys and "response" in keys:
-        return "dolly"
-    if "prompt" in keys and "completion" in keys:
-        return "prompt_completion"
-    raise _fail(record, None, f"cannot tell the format from the fields {sorted(keys)}")
+    found = pick_format(data, formats().values())
+    if found is None:
+        raise _fail(record, None, f"cannot tell the format from the fields {sorted(data)}")
+    return found.name
 
 
-def _text(record: RawRecord, data: dict, field: str, *, required: bool = True, label: str | None = None) -> str:
+def text_field(record: RawRecord, data: dict, field: str, *, required: bool = True,
+               label: str | None = None) -> str:
+    """A string field; `label` names it in errors when it sits inside a turn."""
     label = label or field
     value = data.get(field)
     if value is None:
@@ -218,8 +245,9 @@ def _text(record: RawRecord, data: dict, field: str, *, required: bool = True, l
     return value
 
 
-def _turns(record: RawRecord, items: Any, field: str, role_key: str, text_key: str,
-           roles: dict[str, str]) -> list[dict]:
+def turns(record: RawRecord, items: Any, field: str, role_key: str, text_key: str,
+          roles: dict[str, str]) -> list[dict]:
+    """A list of turns as schema messages; `roles` maps the source's role names to the schema's."""
     if not isinstance(items, list):
         raise _fail(record, field, f"expected a list of turns, got {type(items).__name__}")
     if not items:
@@ -235,7 +263,7 @@ def _turns(record: RawRecord, items: Any, field: str, role_key: str, text_key: s
         if raw_role not in roles:
             raise _fail(record, f"{where}.{role_key}",
                         f"unknown role {raw_role!r}; expected one of {', '.join(sorted(set(roles)))}")
-        content = _text(record, turn, text_key, label=f"{where}.{text_key}")
+        content = text_field(record, turn, text_key, label=f"{where}.{text_key}")
         train = True
         if "weight" in turn:
             if turn["weight"] not in (0, 1) or isinstance(turn["weight"], bool):
@@ -246,7 +274,8 @@ def _turns(record: RawRecord, items: Any, field: str, role_key: str, text_key: s
     return messages
 
 
-def _check_conversation(record: RawRecord, messages: list[dict], field: str) -> list[dict]:
+def check_conversation(record: RawRecord, messages: list[dict], field: str) -> list[dict]:
+    """A conversation that can train: a system turn only first, an assistant reply last and trained."""
     roles = [m["role"] for m in messages]
     if set(roles) == {"system"}:
         raise _fail(record, field, "the conversation has only a system turn; it needs a user turn and an "
@@ -261,7 +290,7 @@ def _check_conversation(record: RawRecord, messages: list[dict], field: str) -> 
     return messages
 
 
-def _single_turn(user: str, assistant: str, system: str | None = None) -> list[dict]:
+def single_turn(user: str, assistant: str, system: str | None = None) -> list[dict]:
     messages = [{"role": "system", "content": system, "train": False}] if system else []
     return messages + [{"role": "user", "content": user, "train": False},
                        {"role": "assistant", "content": assistant, "train": True}]
@@ -272,27 +301,10 @@ def normalize(record: RawRecord, fmt: str) -> dict:
     data = record.data
     if not isinstance(data, dict):
         raise _fail(record, None, f"expected a JSON object, got {type(data).__name__}")
-    if fmt == "openai":
-        messages = _turns(record, data.get("messages"), "messages", "role", "content", {r: r for r in ROLES})
-        messages = _check_conversation(record, messages, "messages")
-    elif fmt == "sharegpt":
-        messages = _turns(record, data.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
-        messages = _check_conversation(record, messages, "conversations")
-    elif fmt == "alpaca":
-        instruction = _text(record, data, "instruction")
-        extra = _text(record, data, "input", required=False)
-        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        system = _text(record, data, "system", required=False)
-        messages = _single_turn(user, _text(record, data, "output"), system if system.strip() else None)
-    elif fmt == "dolly":
-        instruction = _text(record, data, "instruction")
-        context = _text(record, data, "context", required=False)
-        user = f"{instruction}\n\n{context}" if context.strip() else instruction
-        messages = _single_turn(user, _text(record, data, "response"))
-    elif fmt == "prompt_completion":
-        messages = _single_turn(_text(record, data, "prompt"), _text(record, data, "completion"))
-    else:
-        raise PrivtuneError(f"unknown format '{fmt}'", field="--format", hint=f"one of: auto, {', '.join(FORMATS)}")
+    known = formats()
+    if fmt not in known:
+        raise PrivtuneError(f"unknown format '{fmt}'", field="--format", hint=f"one of: auto, {', '.join(known)}")
+    messages = known[fmt].normalize(record, data)
     return {"messages": messages, "meta": {"source": record.source, "line": record.line, "format": fmt}}
 
 

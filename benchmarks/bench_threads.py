@@ -67,7 +67,7 @@ def worker(dataset: str, threads: int, workdir: str) -> dict:
     from privtune.artifacts import Workspace
     from privtune.config import load_recipe
     from privtune.models.inference import load_for_inference
-    from privtune.train import sft
+    from privtune.train import stage as sft
     from privtune.train.config import TrainConfig
     from privtune.ui import quiet_libraries
 

@@ -65,7 +65,7 @@ def privtune_default(dataset, tmp: Path) -> float:
     """Seconds for one epoch of `privtune train` with the default recipe (lora), as shipped."""
     from privtune.artifacts import Workspace
     from privtune.config import load_recipe
-    from privtune.train import sft
+    from privtune.train import stage as sft
     from privtune.train.config import TrainConfig
 
     config, _ = load_recipe(TrainConfig, "lora", ["epochs=1", "eval_steps=0", "save_steps=100000", "threads=1",

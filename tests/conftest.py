@@ -100,7 +100,7 @@ def train_config(method: str = "lora", **overrides):
 def tuned_model(tickets_dataset, tmp_path_factory):
     """A tiny model fine-tuned (lora) on the demo tickets, once per session, with its workspace."""
     from privtune.artifacts import Workspace
-    from privtune.train import sft
+    from privtune.train import stage as sft
 
     workspace = Workspace(tickets_dataset.path.parent)
     config = train_config("lora", epochs=5, learning_rate=3e-3, **{"lora.modules_to_save": "lm_head"})
@@ -160,7 +160,7 @@ def smol_tuned(smol_tickets, smol_model, real_workspace):
     """A short LoRA run of the real model on the tickets, merged too: once per session."""
     import torch
 
-    from privtune.train import sft
+    from privtune.train import stage as sft
 
     config = train_config("lora", max_steps=12, learning_rate=1e-3, warmup_ratio=0.0, **{"lora.r": 8,
                           "lora.alpha": 16, "lora.dropout": 0.0})

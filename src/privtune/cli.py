@@ -196,7 +196,7 @@ def train(
         return
     from privtune.config import load_recipe
     from privtune.pipeline import dataset_for_training
-    from privtune.train import sft
+    from privtune.train import stage as sft
     from privtune.train.config import TrainConfig
     from privtune.ui import console
 

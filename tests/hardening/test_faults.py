@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from privtune.artifacts import Workspace
-from privtune.train import sft
+from privtune.train import stage as sft
 from tests.conftest import ROOT, train_config
 from tests.fake_teacher import FakeTeacher
 

@@ -7,7 +7,7 @@ import pytest
 
 from privtune.data.render import named_template
 from privtune.models.inference import load_for_inference
-from privtune.train import sft
+from privtune.train import stage as sft
 from tests.conftest import ROOT, train_config
 
 ALPACA_HI = "### Instruction:\nHi\n\n### Response:\n"

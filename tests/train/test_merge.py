@@ -8,7 +8,7 @@ import torch
 
 from privtune.artifacts import Artifact
 from privtune.errors import PrivtuneError
-from privtune.train import sft
+from privtune.train import stage as sft
 from tests.conftest import train_config
 
 FEW_STEPS = {"max_steps": 3, "learning_rate": 3e-3}
@@ -61,7 +61,7 @@ def no_training(monkeypatch):
     def retrained(*args, **kwargs):
         raise AssertionError("trained again")
 
-    for name in ("load_model", "build_sft_trainer", "_finish"):
+    for name in ("load_model", "trainer_arguments", "_finish"):
         monkeypatch.setattr(sft, name, retrained)
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from privtune.artifacts import Workspace
-from privtune.train import sft
+from privtune.train import stage as sft
 from privtune.train.callbacks import MarkCompleteCheckpoints
 from tests.conftest import train_config
 

@@ -5,7 +5,7 @@ import torch
 
 from privtune import runtime
 from privtune.errors import PrivtuneError
-from privtune.train import sft
+from privtune.train import stage as sft
 from tests.conftest import train_config
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from privtune.errors import PrivtuneError
-from privtune.train import sft
+from privtune.train import stage as sft
 from tests.conftest import train_config
 
 

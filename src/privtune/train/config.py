@@ -1,52 +1,23 @@
-"""The training recipe: every field typed, documented and checked where it is defined."""
+"""The training recipe: every field typed, documented and checked where it is defined.
+
+The keys all methods share are here; each method's own keys (`lora`, `prompt_tuning`) come from its
+module in privtune.train.methods, so a new method brings its settings with it."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
-from privtune.config import CommaList, Config, ConfigValueError
-
-METHODS = ("full", "lora", "qlora", "prompt-tuning")
-
-
-class LoraSettings(Config):
-    r: int = 16
-    """Rank of the low-rank update."""
-    alpha: int = 32
-    """Scaling: the update is multiplied by alpha / r."""
-    dropout: float = 0.05
-    """Dropout on the adapter input during training."""
-    target_modules: CommaList = Field(default_factory=lambda: ["all-linear"])
-    """Module names to adapt; `all-linear` adapts every linear layer but the output head."""
-    modules_to_save: CommaList = Field(default_factory=list)
-    """Modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] when the chat
-    template's special tokens are new to the base model."""
-
-    @model_validator(mode="after")
-    def check(self):
-        if self.r < 1:
-            raise ConfigValueError("r", f"must be at least 1, got {self.r}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigValueError("dropout", f"must be in [0, 1), got {self.dropout}")
-        return self
+from privtune.config import Config, ConfigValueError
+from privtune.train.method import methods
 
 
-class PromptTuningSettings(Config):
-    num_virtual_tokens: int = 16
-    """Soft-prompt length in tokens."""
+class CommonSettings(Config):
+    """The keys every method shares; TrainConfig adds each method's own section."""
 
-    @model_validator(mode="after")
-    def check(self):
-        if self.num_virtual_tokens < 1:
-            raise ConfigValueError("num_virtual_tokens", "must be at least 1")
-        return self
-
-
-class TrainConfig(Config):
-    method: Literal["full", "lora", "qlora", "prompt-tuning"] = "lora"
-    """full: all weights; lora: adapters; qlora: 4-bit NF4 base + adapters; prompt-tuning: soft prompt."""
+    method: str = "lora"
+    """How the model trains: one of privtune.train.methods (full, lora, qlora, prompt-tuning; `privtune recipes`)."""
     epochs: float = 3.0
     """Passes over the train split (fractions allowed); max_steps wins when set."""
     max_steps: int = -1
@@ -92,8 +63,14 @@ class TrainConfig(Config):
     use, capped at 4; see privtune.runtime)."""
     report_to: Literal["none", "wandb", "tensorboard", "trackio"] = "none"
     """Experiment tracker (wandb stays offline unless --wandb-sync)."""
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    prompt_tuning: PromptTuningSettings = Field(default_factory=PromptTuningSettings)
+
+    @field_validator("method")
+    @classmethod
+    def known_method(cls, value: str) -> str:
+        known = list(methods())
+        if value not in known:
+            raise ConfigValueError("", f"expected one of {', '.join(map(repr, known))}, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def check(self):
@@ -112,3 +89,17 @@ class TrainConfig(Config):
         if self.threads < 0:
             raise ConfigValueError("threads", "must be 0 (auto) or positive")
         return self
+
+
+def _sections() -> dict:
+    """Each method's settings under its section name (two methods may share one, as qlora shares lora's)."""
+    sections = {}
+    for method in methods().values():
+        if method.settings is not None:
+            sections.setdefault(method.section, (method.settings, Field(default_factory=method.settings)))
+    return sections
+
+
+TrainConfig = create_model("TrainConfig", __base__=CommonSettings, __module__=__name__, **_sections())
+TrainConfig.__doc__ = "A training recipe: the shared keys and every method's section."
+METHODS = tuple(methods())

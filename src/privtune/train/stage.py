@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from privtune.pipeline import dataset_artifact
 from privtune.train.callbacks import (MarkCompleteCheckpoints, MetricsLog, RichProgress, SeedSamplerPerEpoch,
                                       last_complete_checkpoint, rewind_metrics)
 from privtune.train.config import TrainConfig
+from privtune.train.method import Method, method_of
 from privtune.ui import console, quiet_libraries
 
 
@@ -83,22 +83,13 @@ def precision_flags(config: TrainConfig) -> dict:
     return {"bf16": choice == "bf16", "fp16": choice == "fp16", "use_cpu": not on_gpu, "_dtype": choice}
 
 
-def load_model(model: ModelRef, config: TrainConfig, dtype_name: str):
-    """The base model as `from_pretrained` gives it; 4-bit NF4 for qlora."""
+def load_model(model: ModelRef, method: Method, config: TrainConfig, dtype_name: str):
+    """The base model as `from_pretrained` gives it, loaded and prepared as the method asks (4-bit for qlora)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype_name, torch.float32)
-    kwargs: dict = {"dtype": dtype}
-    if config.method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        if not torch.cuda.is_available():
-            warnings.filterwarnings("ignore", module="bitsandbytes")
-            console.print("[yellow]warning:[/] qlora on CPU works but is slow; it is meant for testing here")
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+    kwargs: dict = {"dtype": dtype, **method.load_kwargs(config, dtype)}
     try:
         model_config = AutoConfig.from_pretrained(model.location)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
@@ -106,37 +97,14 @@ def load_model(model: ModelRef, config: TrainConfig, dtype_name: str):
     except (OSError, ValueError) as exc:
         raise PrivtuneError(f"cannot load model '{model.location}': {str(exc).splitlines()[0]}", field="--model",
                             hint="check the path, or that the hub is reachable for a hub id") from None
-    if config.method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        loaded = prepare_model_for_kbit_training(loaded, use_gradient_checkpointing=config.gradient_checkpointing)
-    return loaded
+    return method.prepare(loaded, config)
 
 
-def peft_config(config: TrainConfig, model, is_seq2seq: bool):
-    """The PEFT config for the recipe, or None for full fine-tuning."""
-    from peft import LoraConfig, PromptTuningConfig, TaskType
+def peft_config(method: Method, config: TrainConfig, model, is_seq2seq: bool):
+    """The method's PEFT config for this model's task, or None when the weights themselves train."""
+    from peft import TaskType
 
-    task = TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM
-    if config.method in ("lora", "qlora"):
-        targets = config.lora.target_modules
-        target = "all-linear" if targets == ["all-linear"] else list(targets)
-        if target != "all-linear":
-            names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-            missing = sorted(set(target) - names)
-            if missing:
-                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                                 if type(m).__name__ in ("Linear", "Linear4bit")})
-                raise PrivtuneError(f"the model has no modules named {', '.join(missing)}",
-                                    field="lora.target_modules", hint=f"its linear layers: {', '.join(linear)}")
-        return LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                          target_modules=target, task_type=task,
-                          modules_to_save=list(config.lora.modules_to_save) or None,  # PEFT extends it in place
-                          ensure_weight_tying=bool(config.lora.modules_to_save)
-                          and bool(getattr(model.config, "tie_word_embeddings", False)))
-    if config.method == "prompt-tuning":
-        return PromptTuningConfig(task_type=task, num_virtual_tokens=config.prompt_tuning.num_virtual_tokens)
-    return None
+    return method.peft_config(config, model, TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM)
 
 
 def trainer_arguments(config: TrainConfig, output_dir: Path, flags: dict, has_eval: bool, report_to: str) -> dict:
@@ -156,18 +124,6 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, flags: dict, has_ev
     )
 
 
-def load_split(dataset: Artifact, split: str, config: TrainConfig):
-    """The tokenized split; `loss: all` drops the mask so every token is learned."""
-    import pyarrow.parquet as pq
-    from datasets import Dataset
-
-    path = dataset.path / "tokenized" / f"{split}.parquet"
-    if pq.ParquetFile(path).metadata.num_rows == 0:
-        return None
-    table = Dataset.from_parquet(str(path), keep_in_memory=True)
-    return table.remove_columns(["assistant_masks"]) if config.loss == "all" else table
-
-
 def artifact_id_for(dataset: Artifact, model: ModelRef, config: TrainConfig) -> str:
     identity = {k: v for k, v in config_dict(config).items() if k not in ("report_to", "logging_steps", "threads")}
     return stable_hash({"stage": "train", "dataset": dataset.id, "model": model.lineage_id, "config": identity})
@@ -182,7 +138,12 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     dataset = dataset_artifact(data, workspace)
     tokenizer = load_tokenizer(model_ref)
     check_tokenizer(dataset, tokenizer)
-    if options.merge and config.method == "prompt-tuning":  # refuse before training, not after it
+    method = method_of(config.method)
+    examples = dataset.manifest.get("examples", "sft")
+    if examples != method.examples:
+        raise PrivtuneError(f"dataset {dataset.id} holds {examples} examples; method '{method.name}' trains on "
+                            f"{method.examples} examples", field="--data")
+    if options.merge and not method.mergeable:  # refuse before training, not after it
         from privtune.models.merge import not_mergeable
 
         raise not_mergeable("train without --merge and serve the adapter as it is")
@@ -210,18 +171,14 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     if config.report_to == "wandb":
         os.environ["WANDB_DIR"] = USER_WANDB_DIR or str(staging.path)  # this run's, not an earlier run's
     flags = precision_flags(config)
-    base = load_model(model_ref, config, flags["_dtype"])
+    base = load_model(model_ref, method, config, flags["_dtype"])
     is_seq2seq = bool(base.config.is_encoder_decoder)
-    adapter = peft_config(config, base, is_seq2seq)
+    adapter = peft_config(method, config, base, is_seq2seq)
     callbacks = [MetricsLog(staging.path / "metrics.jsonl"), MarkCompleteCheckpoints(staging.path / "metrics.jsonl"),
                  RichProgress(), SeedSamplerPerEpoch()]
     has_eval = dataset.manifest["metrics"]["splits"].get("validation", 0) > 0
     args = trainer_arguments(config, checkpoints, flags, has_eval, config.report_to)
-    if is_seq2seq:
-        from privtune.train.seq2seq import build_trainer
-        trainer = build_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
-    else:
-        trainer = build_sft_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
+    trainer = method.build_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
     start_eval = None
     if trainer.eval_dataset is not None and resume_from is None:
         start_eval = evaluate_without_touching_rng(trainer)
@@ -233,7 +190,7 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
             raise PrivtuneError("out of memory", field="batch_size", hint="lower --set batch_size, raise "
                                 "gradient_accumulation, lower max_length, or use --recipe qlora") from None
         end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
-        return _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq,
+        return _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, options, is_seq2seq,
                        result, start_eval, end_eval, resume_from, template_info), False
 
 
@@ -350,31 +307,6 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def resolve_packing(config: TrainConfig, use_cpu: bool) -> str:
-    """`auto` packs on GPU; on CPU it pads length-grouped batches (measured faster: make bench)."""
-    if config.packing != "auto":
-        return config.packing
-    return "none" if use_cpu else "bfd"
-
-
-def build_sft_trainer(model, tokenizer, adapter, dataset: Artifact, config: TrainConfig, args: dict, callbacks):
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTConfig, SFTTrainer
-
-    packing = resolve_packing(config, use_cpu=args["use_cpu"])
-    sampling = {"train_sampling_strategy": "group_by_length"} if packing == "none" else {}
-    sft_args = SFTConfig(**args, **sampling, max_length=config.max_length, packing=packing != "none",
-                         packing_strategy="wrapped" if packing == "wrapped" else "bfd",
-                         padding_free=packing == "bfd", assistant_only_loss=False, completion_only_loss=None,
-                         dataset_num_proc=None, model_init_kwargs=None)
-    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=load_split(dataset, "train", config),
-                         eval_dataset=load_split(dataset, "validation", config), processing_class=tokenizer,
-                         peft_config=adapter, callbacks=callbacks)
-    for noisy in (ProgressCallback, PrinterCallback):
-        trainer.remove_callback(noisy)
-    return trainer
-
-
 def evaluate_without_touching_rng(trainer) -> float:
     """The validation loss before training, leaving every RNG as it was.
 
@@ -403,7 +335,7 @@ def _log_line(path: Path, record: dict) -> None:
         handle.write(json.dumps({**record, "time": time.time()}) + "\n")
 
 
-def _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is_seq2seq, result,
+def _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, options, is_seq2seq, result,
             start_eval, end_eval, resume_from, template_info) -> Artifact:
     """Save weights or adapter, merge if asked, plot the curve, drop checkpoints, publish the artifact."""
     from privtune.models.merge import merge_adapter
@@ -414,7 +346,7 @@ def _finish(staging, trainer, tokenizer, dataset, model_ref, config, options, is
         shutil.rmtree(out)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    is_adapter = config.method != "full"
+    is_adapter = method.adapter
     if options.merge:
         if not is_adapter:
             console.print("--merge: full fine-tuning already saved full weights; nothing to merge")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from privtune.errors import PrivtuneError
 
@@ -102,6 +102,14 @@ class Artifact:
         if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), str) for k in ("kind", "id")):
             raise DamagedArtifact("no 'kind' and 'id'", source=str(manifest_path))
         return cls(Path(path), manifest)
+
+
+class Result(NamedTuple):
+    """What every stage's `run` returns: its artifact, and whether an identical one was reused (found in
+    the workspace) rather than built."""
+
+    artifact: Artifact
+    reused: bool
 
 
 class DamagedArtifact(PrivtuneError):

@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 
 import typer
 
+from privtune.data.formats import format_names
 from privtune.errors import PrivtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -97,7 +98,8 @@ def _parse_map(text: str) -> dict[str, str]:
 def prep(
     data: List[Path] = typer.Option(..., "--data", "-d", help="Records file (JSONL, JSON, CSV, Parquet); repeatable"),
     model: str = typer.Option(..., "--model", "-m", help="Model whose tokenizer and chat template to use"),
-    format: str = typer.Option("auto", "--format", help="auto, openai, sharegpt, alpaca, dolly, prompt_completion"),
+    format: str = typer.Option("auto", "--format", help="auto (from the first record's fields) or one of: "
+                               + ", ".join(format_names())),
     map: str = typer.Option("", "--map", help="Field mapping, e.g. instruction=question,output=answer"),
     template: str = typer.Option("model", "--template", help="model, chatml, alpaca, or a .jinja file"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad records; keep them in rejected.jsonl"),
@@ -117,7 +119,9 @@ def prep(
         console.print(f"found an identical dataset, not recomputed (--force to redo): {artifact.path}")
     else:
         _print_table("prep", stage.summary_rows(artifact))
-        formats = ", ".join(f"{Path(k).name}: {v}" for k, v in artifact.manifest["formats"].items())
+        from privtune.contract import DatasetArtifact
+
+        formats = ", ".join(f"{Path(k).name}: {v}" for k, v in DatasetArtifact.of(artifact).formats.items())
         console.print(f"format: {formats}")
     typer.echo(f"dataset {artifact.id} -> {artifact.path}")
 
@@ -210,8 +214,10 @@ def train(
     if found:
         console.print(f"found an identical model, not retrained (--force to redo): {artifact.path}")
     else:
-        m = artifact.manifest["metrics"]
-        _print_table("train", [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in m.items()])
+        from privtune.contract import ModelArtifact
+
+        metrics = ModelArtifact.of(artifact).metrics
+        _print_table("train", [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()])
     typer.echo(f"model {artifact.id} -> {artifact.path}")
 
 
@@ -392,6 +398,7 @@ def import_model(
         console.print(f"found an identical import, not converted again (--force to redo): {artifact.path}")
     typer.echo(f"model {artifact.id} -> {artifact.path}")
 
+    from privtune.contract import ExportArtifact
 
 @app.command()
 @handles_errors
@@ -416,26 +423,27 @@ def export(
     artifact, found = stage.run(model, config, _workspace(workspace), force=force)
     if found:
         console.print(f"found an identical export, not redone (--force to redo): {artifact.path}")
-    _print_export(artifact.manifest, artifact.path)
+    _print_export(artifact)
     typer.echo(f"export {artifact.id} -> {artifact.path}")
 
 
-def _print_export(manifest: dict, path: Path) -> None:
+def _print_export(artifact) -> None:
     from rich.table import Table
 
     from privtune.export.stage import TABLE_HEADER, table_rows
     from privtune.ui import console
 
-    if manifest["to"] == "merged":
-        console.print(f"merged safetensors + tokenizer + generation config (eos {manifest['stop_token_ids']}): "
-                      f"vllm serve {path / 'merged'}", highlight=False, markup=False)
+    export = ExportArtifact.of(artifact)
+    if export.to == "merged":
+        console.print(f"merged safetensors + tokenizer + generation config (eos {export.stop_token_ids}): "
+                      f"vllm serve {export.path / 'merged'}", highlight=False, markup=False)
         return
-    table = Table(*(h for h in TABLE_HEADER if h != "file"), title=f"export ({manifest['verification_prompts']})")
-    for quant, _, *cells in table_rows(manifest):  # the file names are in the README and the manifest
+    table = Table(*(h for h in TABLE_HEADER if h != "file"), title=f"export ({export.verification_prompts})")
+    for quant, _, *cells in table_rows(artifact.manifest):  # the file names are in the README and the manifest
         table.add_row(quant, *cells)
     console.print(table)
-    console.print(f"cd {path} && ollama create {manifest['name'].lower()} -f Modelfile (stops: "
-                  f"{', '.join(manifest['ollama']['stop'])})", highlight=False, markup=False)
+    console.print(f"cd {export.path} && ollama create {export.name.lower()} -f Modelfile (stops: "
+                  f"{', '.join(export.ollama.get('stop', []))})", highlight=False, markup=False)
 
 
 @app.command("base-model")

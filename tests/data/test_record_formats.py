@@ -15,9 +15,10 @@ def fake(name, *keys):
     return Format(name=name, keys=frozenset(keys), normalize=lambda record, data: [], description=name)
 
 
-def test_the_package_holds_exactly_the_five_formats_in_their_help_order():
-    """Adding a format adds its name here, on purpose."""
-    assert list(registry.entries(PACKAGE, "FORMAT")) == format_names() == TODAY
+def test_the_package_holds_todays_formats_in_their_help_order():
+    """A new format is one more file in the package; today's keep their order (the help and detection use it)."""
+    names = list(registry.entries(PACKAGE, "FORMAT"))
+    assert names == format_names() and [n for n in names if n in TODAY] == TODAY
 
 
 @pytest.mark.parametrize("name", format_names())

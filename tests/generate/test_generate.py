@@ -148,3 +148,17 @@ def test_killed_generate_resumes_to_exactly_n(tiny_model, tmp_path):
     finished = next(workspace.glob("dataset-*"))
     rows = [json.loads(l) for l in (finished / "generated.jsonl").read_text().splitlines()]
     assert len(rows) == 150 and len({r["instruction"] for r in rows}) == 150
+
+
+def test_the_generated_dataset_takes_prep_settings(teacher, tiny_model, workspace):
+    """The student's dataset is written with the `dataset` section: template, splits, length limit."""
+    from privtune.contract import DatasetArtifact
+    from privtune.data.dataset import DatasetSettings
+
+    settings = DatasetSettings(template="alpaca", test_fraction=0.3, validation_fraction=0.0, max_length=256)
+    artifact, _ = stage.run(endpoint(teacher), str(tiny_model), config(num=20, dataset=settings), workspace,
+                            seeds=SEEDS)
+    dataset = DatasetArtifact.of(artifact)
+    assert dataset.template_name == "alpaca" and "### Response" in dataset.chat_template
+    assert dataset.split_size("validation") == 0 and 4 <= dataset.split_size("test") <= 10  # ~30% of 20, hashed
+    assert dataset.config["dataset"]["max_length"] == 256 and dataset.config["seed"] == 42

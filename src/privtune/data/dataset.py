@@ -31,11 +31,10 @@ from privtune.ui import track
 SPLITS = ("train", "validation", "test")
 
 
-class PrepConfig(Config):
-    format: str = "auto"
-    """Input format (a module of privtune/data/record_formats); `auto` detects it from the first record's fields."""
-    map: dict[str, str] = Field(default_factory=dict)
-    """Schema field <- source column, e.g. {instruction: question, output: answer}."""
+class DatasetSettings(Config):
+    """How examples become a dataset (chat template, length limit, splits, dedup): prep and generate both
+    write theirs with these."""
+
     template: str = "model"
     """Chat template: the model's own, `chatml`, `alpaca`, or a .jinja path."""
     max_length: int = 1024
@@ -48,6 +47,24 @@ class PrepConfig(Config):
     """Seeds the split; the same seed and records always give the same split."""
     dedup: bool = True
     """Remove exact duplicate conversations."""
+
+    @model_validator(mode="after")
+    def check(self):
+        if self.max_length < 8:
+            raise ConfigValueError("max_length", f"must be at least 8, got {self.max_length}")
+        for name in ("validation_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise ConfigValueError(name, f"must be in [0, 0.5), got {getattr(self, name)}")
+        return self
+
+
+class PrepConfig(DatasetSettings):
+    """The dataset settings plus how to read the user's files."""
+
+    format: str = "auto"
+    """Input format (a module of privtune/data/record_formats); `auto` detects it from the first record's fields."""
+    map: dict[str, str] = Field(default_factory=dict)
+    """Schema field <- source column, e.g. {instruction: question, output: answer}."""
     skip_bad: bool = False
     """Keep going past bad records, writing them with reasons to rejected.jsonl."""
 
@@ -59,15 +76,6 @@ class PrepConfig(Config):
         if value not in known:
             raise ConfigValueError("format", f"expected one of {', '.join(map(repr, known))}, got {value!r}")
         return value
-
-    @model_validator(mode="after")
-    def check(self):
-        if self.max_length < 8:
-            raise ConfigValueError("max_length", f"must be at least 8, got {self.max_length}")
-        for name in ("validation_fraction", "test_fraction"):
-            if not 0 <= getattr(self, name) < 0.5:
-                raise ConfigValueError(name, f"must be in [0, 0.5), got {getattr(self, name)}")
-        return self
 
 
 class Rejects:
@@ -296,13 +304,14 @@ class SplitWriters:
         self.close()
 
 
-def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: str, config: PrepConfig,
+def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: str, config: DatasetSettings,
                   source: str, rejects: Rejects | None = None) -> dict:
     """Dedup, tokenize, length-filter and split schema examples into `folder`; returns the stats.
 
     Shared by prep and generate, so both write the same dataset layout that train reads. Examples
     stream through: dedup keys live on disk, lengths in a histogram, output is appended.
-    A conversation the chat template refuses is a bad record (kept in `rejects` under --skip-bad).
+    A conversation the chat template refuses is a bad record (kept in `rejects` when given: prep's
+    --skip-bad).
     """
     import numpy as np
 
@@ -338,7 +347,7 @@ def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: s
                     meta = example.get("meta", {})
                     error = BadRecord(f"the chat template refused this conversation: {errors[n]}",
                                       source=meta.get("source", source), line=meta.get("line"), field="template")
-                    if rejects is None or not config.skip_bad:
+                    if rejects is None:
                         raise error
                     counts["template_rejected"] += 1
                     rejects.add(error, example)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from privtune.artifacts import Artifact, Workspace, input_record, stable_hash
+from privtune.artifacts import Artifact, Result, Workspace, input_record, stable_hash
 from privtune.config import config_dict
 from privtune.data.dataset import SPLITS, PrepConfig, Rejects, iter_examples, load_examples, write_dataset
 from privtune.data.render import choose_template, tokenizer_fingerprint
@@ -20,7 +20,7 @@ __all__ = ["PrepConfig", "load_examples", "run", "summary_rows"]
 
 
 def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
-        force: bool = False) -> tuple[Artifact, bool]:
+        force: bool = False) -> Result:
     """Prepare `files` for `model`; returns the artifact and whether it was found rather than built.
 
     Records stream from the files through to the dataset, so memory does not grow with their size.
@@ -41,14 +41,14 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
                                "config": config_dict(config), "tokenizer": fingerprint, "parents": parents})
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force:
-        return existing, True
+        return Result(existing, reused=True)
 
     staging = workspace.stage("dataset", artifact_id)
     rejects, formats = Rejects(staging.path / "rejected.jsonl"), {}
     try:
         examples = iter_examples(files, config, rejects, formats)
         stats = write_dataset(staging.path, examples, tokenizer, template, config, source=str(files[0]),
-                              rejects=rejects)
+                              rejects=rejects if config.skip_bad else None)
     except BaseException:
         shutil.rmtree(staging.path, ignore_errors=True)  # prep starts over; nothing half-written stays
         raise
@@ -61,7 +61,7 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
         "config": config_dict(config), "seed": config.seed, "metrics": stats,
         "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
     }
-    return staging.finish(manifest), False
+    return Result(staging.finish(manifest), reused=False)
 
 
 def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:

@@ -16,7 +16,8 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from privtune.artifacts import Artifact, Workspace, stable_hash, write_atomic, write_json_atomic
+from privtune.artifacts import Artifact, Result, Workspace, stable_hash, write_atomic, write_json_atomic
+from privtune.contract import ModelArtifact
 from pydantic import model_validator
 
 from privtune.config import Config, ConfigValueError, config_dict
@@ -221,23 +222,23 @@ def listed(interval: tuple[float, float] | None) -> list[float] | None:
 
 def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str | None = None,
         data: str | None = None, judge=None, lm_eval: list[str] | None = None, lm_eval_include: Path | None = None,
-        force: bool = False) -> tuple[Artifact, bool]:
+        force: bool = False) -> Result:
     quiet_libraries()
     if lm_eval:
         from privtune.eval.harness import check_tasks
 
         check_tasks(lm_eval, lm_eval_include)  # before minutes of loading and generating
     tuned = load_for_inference(model, workspace)
-    trained = workspace.resolve(tuned.artifact_id) if tuned.artifact_id else None
+    trained = ModelArtifact.of(workspace.resolve(tuned.artifact_id)) if tuned.artifact_id else None
     dataset = find_dataset(trained, data, workspace)
     if baseline is None and trained is not None:
-        baseline = trained.manifest.get("base_model")
+        baseline = trained.base_model
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,
                                "config": config_dict(config), "judge": judge.describe() if judge else None,
                                "lm_eval": lm_eval, "lm_eval_tasks": folder_digest(lm_eval_include)})
     existing = None if force else workspace.get("eval", artifact_id)
     if existing and not force:
-        return existing, True
+        return Result(existing, reused=True)
     split, rows, tokenized = split_rows(dataset, config.limit)
     staging = workspace.stage("eval", artifact_id)
     results, answers, harness, statistics = {}, {}, {}, {}
@@ -274,7 +275,7 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     manifest = {"stage": "eval", "parents": parents, "model": tuned.name, "baseline": baseline,
                 "dataset": dataset.id, "config": config_dict(config), "seed": config.seed, "metrics": metrics,
                 "notes": notes, "judge": judge.describe() if judge else None}
-    return staging.finish(manifest), False
+    return Result(staging.finish(manifest), reused=False)
 
 
 def folder_digest(folder: Path | None) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import model_validator
 
-from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, write_atomic
+from privtune.artifacts import Result, Workspace, file_sha256, stable_hash, write_atomic
 from privtune.config import Config
 from privtune.errors import PrivtuneError
 from privtune.export import llamacpp, verify
@@ -86,15 +86,14 @@ def find_source(model: str, workspace: Workspace) -> Source:
     if not folder.is_dir():
         raise PrivtuneError("export needs a local model: an artifact id, a model folder or a .gguf file",
                             source=ref.location, field="MODEL")
-    manifest = ref.artifact.manifest if ref.artifact else {}
     adapter = (folder / "adapter_config.json").is_file()
     base = None
     if adapter:
         adapter_config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-        base = manifest.get("base_model") or adapter_config.get("base_model_name_or_path")
+        base = (ref.artifact and ref.artifact.base_model) or adapter_config.get("base_model_name_or_path")
         check_unquantized(base)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8")) if not adapter else {}
-    seq2seq = bool(manifest.get("seq2seq") or config.get("is_encoder_decoder"))
+    seq2seq = bool((ref.artifact and ref.artifact.seq2seq) or config.get("is_encoder_decoder"))
     files = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()}
     return Source(ref, folder, adapter, base, seq2seq, files)
 
@@ -121,7 +120,7 @@ def check_unquantized(base: str | None) -> None:
 def default_name(source: Source) -> str:
     artifact = source.ref.artifact
     if artifact is not None:
-        return re.sub(r"[^a-z0-9._-]+", "-", str(artifact.manifest.get("name") or f"privtune-{artifact.id[:8]}").lower())
+        return re.sub(r"[^a-z0-9._-]+", "-", str(artifact.name or f"privtune-{artifact.id[:8]}").lower())
     return re.sub(r"[^a-z0-9._-]+", "-", source.folder.name.lower()).strip("-") or "model"
 
 
@@ -135,7 +134,7 @@ def export_id(source: Source, config: ExportConfig, name: str, converter: str | 
     return stable_hash({"stage": "export", "model": model, **settings})
 
 
-def run(model: str, config: ExportConfig, workspace: Workspace, *, force: bool = False) -> tuple[Artifact, bool]:
+def run(model: str, config: ExportConfig, workspace: Workspace, *, force: bool = False) -> Result:
     """Export `model`; returns the export artifact and whether an identical one already existed."""
     source = find_source(model, workspace)
     converter = None
@@ -149,7 +148,7 @@ def run(model: str, config: ExportConfig, workspace: Workspace, *, force: bool =
     artifact_id = export_id(source, config, name, converter)
     existing = None if force else workspace.get("export", artifact_id)
     if existing and not force:
-        return existing, True
+        return Result(existing, reused=True)
 
     from privtune.ui import quiet_libraries
 
@@ -172,7 +171,7 @@ def run(model: str, config: ExportConfig, workspace: Workspace, *, force: bool =
     manifest["files"] = [{"path": str(p.relative_to(staging.path)), "bytes": p.stat().st_size}
                          for p in sorted(staging.path.rglob("*")) if p.is_file()]
     manifest["metrics"] = headline(manifest)
-    return staging.finish(manifest), False
+    return Result(staging.finish(manifest), reused=False)
 
 
 def merged_folder(source: Source, out: Path | None) -> Path:

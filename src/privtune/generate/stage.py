@@ -18,16 +18,17 @@ import re
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from privtune.artifacts import Artifact, Workspace, file_sha256, stable_hash, write_json_atomic
+from privtune.artifacts import Artifact, Result, Workspace, file_sha256, stable_hash, write_json_atomic
 from pydantic import Field, model_validator
 
 from privtune.config import CommaList, Config, ConfigValueError, config_dict
+from privtune.data.dataset import DatasetSettings
 from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
 from privtune.generate.egress import EGRESS_LOG, BudgetSpent, EgressLog, complete_lines
@@ -81,6 +82,16 @@ class GenerateConfig(Config):
     chunk_chars: int = 2000
     """Docs mode: characters per chunk shown to the teacher."""
     seed: int = 42
+    """Seeds sampling and, unless dataset.seed is set, the dataset's split."""
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    """How the kept examples become a dataset for the student: prep's keys, e.g. --set dataset.max_length=512,
+    dataset.template=chatml, dataset.test_fraction=0.2."""
+
+    def dataset_settings(self) -> DatasetSettings:
+        """The dataset section, its split seeded by `seed` unless the section sets its own."""
+        if "seed" in self.dataset.model_fields_set:
+            return self.dataset
+        return self.dataset.model_copy(update={"seed": self.seed})
 
     @model_validator(mode="after")
     def check(self):
@@ -424,7 +435,7 @@ def dry_run(endpoint: Endpoint, source: Source, config: GenerateConfig, template
 
 def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Workspace, *,
         seeds: Path | None = None, docs: Path | None = None, redact_text: bool = False,
-        force: bool = False) -> tuple[Artifact, bool]:
+        force: bool = False) -> Result:
     """Generate `config.num` examples with the teacher, then write a dataset artifact for `model`."""
     from privtune.data import dataset
     from privtune.data.render import choose_template, tokenizer_fingerprint
@@ -435,7 +446,7 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     template = template_text(config, source.mode)
     model_ref = resolve_model(model, workspace)
     tokenizer = load_tokenizer(model_ref)
-    chat_template = choose_template(tokenizer, "model")
+    chat_template = choose_template(tokenizer, config.dataset.template)
     fingerprint = tokenizer_fingerprint(tokenizer, chat_template)
     what = {k: v for k, v in config_dict(config).items() if k not in LIMITS}
     identity = {"stage": "generate", "inputs": [i["sha256"] for i in source.inputs], "config": what,
@@ -444,7 +455,7 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     artifact_id = stable_hash(identity)
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force and not existing.manifest.get("stopped"):
-        return existing, True
+        return Result(existing, reused=True)
     remote = not is_private_host(endpoint.host)
     if remote:
         console.print(f"[yellow]data leaves this machine[/]: prompts go to {endpoint.host} (--allow-remote); "
@@ -472,9 +483,8 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     kept = collector.kept[: config.num]
     if stopped:
         _report_stop(stopped, len(kept), config, egress.sent, staging.path)
-    prep_config = dataset.PrepConfig(seed=config.seed)
     dataset_stats = dataset.write_dataset(staging.path, [to_example(r) for r in kept], tokenizer, chat_template,
-                                          prep_config, source=str(staging.path / ACCEPTED))
+                                          config.dataset_settings(), source=str(staging.path / ACCEPTED))
     metrics = {**dataset_stats, "generated": len(kept), "generation": {**stats.__dict__,
                                                                        "dropped": dict(collector.drops)}}
     manifest = {
@@ -486,7 +496,7 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
                    "redactions": builder.redactions,
                    "items_shown": len(source.seeds) if source.mode == "self_instruct" else len(source.chunks)},
     }
-    return staging.finish(manifest), False
+    return Result(staging.finish(manifest), reused=False)
 
 
 def _report_stop(why: str, kept: int, config: GenerateConfig, sent: int, staging: Path) -> None:

@@ -36,8 +36,8 @@ def load_for_inference(ref: str, workspace: Workspace, device: str | None = None
     device = device or best_device()
     model_ref = resolve_model(ref, workspace)
     artifact = model_ref.artifact
-    adapter = artifact is not None and artifact.manifest.get("adapter") and not (artifact.path / "merged").is_dir()
-    base_location = artifact.manifest["base_model"] if adapter else model_ref.location
+    adapter = artifact is not None and artifact.needs_base
+    base_location = artifact.base_model if adapter else model_ref.location
     try:
         config = AutoConfig.from_pretrained(base_location)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM

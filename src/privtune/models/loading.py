@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from privtune.artifacts import Artifact, Workspace
+from privtune.artifacts import Workspace
+from privtune.contract import ModelArtifact
 from privtune.errors import PrivtuneError
 
 
@@ -14,7 +15,7 @@ class ModelRef:
     """Where a model comes from: `location` is what `from_pretrained` gets."""
 
     location: str
-    artifact: Artifact | None = None
+    artifact: ModelArtifact | None = None
 
     @property
     def lineage_id(self) -> str:
@@ -33,8 +34,8 @@ def resolve_model(ref: str, workspace: Workspace) -> ModelRef:
     if artifact is not None:
         if artifact.kind != "model":
             raise PrivtuneError(f"'{ref}' is a {artifact.kind} artifact, not a model", field="--model")
-        folder = artifact.path / ("merged" if (artifact.path / "merged").is_dir() else "model")
-        return ModelRef(str(folder.resolve()), artifact)
+        view = ModelArtifact.of(artifact, field="--model")
+        return ModelRef(str(view.weights.resolve()), view)
     path = Path(ref)
     if path.exists():
         if not (path / "config.json").is_file():

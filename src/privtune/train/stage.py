@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from privtune.artifacts import Artifact, Workspace, stable_hash
+from privtune.artifacts import Artifact, Result, Workspace, stable_hash
+from privtune.contract import DatasetArtifact
 from privtune.config import config_dict
 from privtune.errors import PrivtuneError
 from privtune.models.loading import ModelRef, load_tokenizer, resolve_model
@@ -40,17 +41,16 @@ class TrainOptions:
     wandb_sync: bool = False
 
 
-def check_tokenizer(dataset: Artifact, tokenizer) -> None:
+def check_tokenizer(dataset: DatasetArtifact, tokenizer) -> None:
     """Refuse a dataset tokenized for another model: the token ids would mean nothing."""
     from privtune.data.render import tokenizer_fingerprint
 
-    template = (dataset.path / "chat_template.jinja").read_text(encoding="utf-8")
-    if tokenizer_fingerprint(tokenizer, template) != dataset.manifest["tokenizer_fingerprint"]:
-        raise PrivtuneError(f"dataset {dataset.id} was tokenized for another model ({dataset.manifest['model']})",
+    if tokenizer_fingerprint(tokenizer, dataset.chat_template) != dataset.tokenizer_fingerprint:
+        raise PrivtuneError(f"dataset {dataset.id} was tokenized for another model ({dataset.model})",
                             field="--data", hint="re-run `privtune prep` with this --model")
 
 
-def adopt_dataset_template(tokenizer, dataset: Artifact) -> dict:
+def adopt_dataset_template(tokenizer, dataset: DatasetArtifact) -> dict:
     """Give the tokenizer the chat template the dataset was rendered with; returns where it came from.
 
     The model learns the prompt format of its training data, and eval and serve prompt it with the
@@ -59,8 +59,8 @@ def adopt_dataset_template(tokenizer, dataset: Artifact) -> dict:
     """
     import hashlib
 
-    template = (dataset.path / "chat_template.jinja").read_text(encoding="utf-8")
-    named = dataset.manifest.get("config", {}).get("template")
+    template = dataset.chat_template
+    named = dataset.template_name
     changed = template != tokenizer.chat_template
     tokenizer.chat_template = template
     if changed:
@@ -124,13 +124,13 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, flags: dict, has_ev
     )
 
 
-def artifact_id_for(dataset: Artifact, model: ModelRef, config: TrainConfig) -> str:
+def artifact_id_for(dataset: DatasetArtifact, model: ModelRef, config: TrainConfig) -> str:
     identity = {k: v for k, v in config_dict(config).items() if k not in ("report_to", "logging_steps", "threads")}
     return stable_hash({"stage": "train", "dataset": dataset.id, "model": model.lineage_id, "config": identity})
 
 
 def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
-        options: TrainOptions | None = None) -> tuple[Artifact, bool]:
+        options: TrainOptions | None = None) -> Result:
     """Fine-tune `model` on dataset artifact `data` (id or path); returns the model artifact and whether it
     already existed. A records file is prepped first by privtune.pipeline, not here."""
     options = options or TrainOptions()
@@ -139,9 +139,8 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     tokenizer = load_tokenizer(model_ref)
     check_tokenizer(dataset, tokenizer)
     method = method_of(config.method)
-    examples = dataset.manifest.get("examples", "sft")
-    if examples != method.examples:
-        raise PrivtuneError(f"dataset {dataset.id} holds {examples} examples; method '{method.name}' trains on "
+    if dataset.examples != method.examples:
+        raise PrivtuneError(f"dataset {dataset.id} holds {dataset.examples} examples; method '{method.name}' trains on "
                             f"{method.examples} examples", field="--data")
     if options.merge and not method.mergeable:  # refuse before training, not after it
         from privtune.models.merge import not_mergeable
@@ -150,7 +149,7 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     artifact_id = artifact_id_for(dataset, model_ref, config)
     existing = None if options.force else workspace.get("model", artifact_id)
     if existing and not options.force:
-        return (merge_existing(existing) if options.merge else existing), True
+        return Result(merge_existing(existing) if options.merge else existing, reused=True)
 
     import torch
 
@@ -176,7 +175,7 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     adapter = peft_config(method, config, base, is_seq2seq)
     callbacks = [MetricsLog(staging.path / "metrics.jsonl"), MarkCompleteCheckpoints(staging.path / "metrics.jsonl"),
                  RichProgress(), SeedSamplerPerEpoch()]
-    has_eval = dataset.manifest["metrics"]["splits"].get("validation", 0) > 0
+    has_eval = dataset.split_size("validation") > 0
     args = trainer_arguments(config, checkpoints, flags, has_eval, config.report_to)
     trainer = method.build_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
     start_eval = None
@@ -190,8 +189,8 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
             raise PrivtuneError("out of memory", field="batch_size", hint="lower --set batch_size, raise "
                                 "gradient_accumulation, lower max_length, or use --recipe qlora") from None
         end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
-        return _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, options, is_seq2seq,
-                       result, start_eval, end_eval, resume_from, template_info), False
+        return Result(_finish(staging, trainer, tokenizer, dataset, model_ref, method, config, options, is_seq2seq,
+                              result, start_eval, end_eval, resume_from, template_info), reused=False)
 
 
 def train_or_reload(trainer, resume_from: Path | None):
@@ -369,7 +368,7 @@ def _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, opt
         "base_model": model_ref.location, "method": config.method, "adapter": is_adapter,
         "merged": bool(options.merge and is_adapter), "seq2seq": is_seq2seq, "config": config_dict(config),
         "seed": config.seed, "metrics": summary, "device": "cuda" if not trainer.args.use_cpu else "cpu",
-        "tokenizer_fingerprint": dataset.manifest["tokenizer_fingerprint"], **template_info,
+        "tokenizer_fingerprint": dataset.tokenizer_fingerprint, **template_info,
     }
     return staging.finish(manifest)
 

@@ -1,0 +1,125 @@
+"""What each kind of artifact promises the stages that read it: typed, read-only views of manifests.
+
+A stage writes its manifest as a dict (privtune.artifacts); every stage that reads another's artifact
+reads it through one of these views, so what a dataset promises a trainer (tokenizer fingerprint,
+chat template, splits, kind of examples) or a model promises eval, serve and export (base model,
+method, adapter or merged weights, lineage) is written down here once. A manifest that lacks a
+promised field is a damaged artifact, named as such, not a KeyError deep inside a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from privtune.artifacts import MANIFEST, Artifact, DamagedArtifact
+from privtune.errors import PrivtuneError
+
+V = TypeVar("V", bound="View")
+
+
+class View(BaseModel):
+    """Fields every artifact has; subclasses add their kind's. Extra manifest keys are kept, unread."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    KIND: ClassVar[str] = ""
+
+    id: str
+    kind: str
+    path: Path
+    parents: list[str] = []
+    created: str = ""
+    metrics: dict = {}
+    config: dict = {}
+
+    @classmethod
+    def of(cls: type[V], artifact: Artifact, field: str | None = None) -> V:
+        """The view of `artifact`; a different kind is the user's error, a missing field a damaged artifact."""
+        if artifact.kind != cls.KIND:
+            raise PrivtuneError(f"'{artifact.id}' is a {artifact.kind} artifact, not a {cls.KIND}", field=field)
+        try:
+            return cls.model_validate({**artifact.manifest, "path": artifact.path})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise DamagedArtifact(f"field '{where}': {first['msg'].lower()}", str(artifact.path / MANIFEST)) from None
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest as written (for `show` and reports that print it whole)."""
+        return self.model_dump(exclude={"path"})
+
+
+class DatasetArtifact(View):
+    """Tokenized examples for one tokenizer and chat template, split train/validation/test (prep, generate)."""
+
+    KIND: ClassVar[str] = "dataset"
+    model: str
+    """The model whose tokenizer wrote the token ids."""
+    tokenizer_fingerprint: str
+    """Tokenizer + chat template hash: a trainer refuses a dataset made for another."""
+    examples: str = "sft"
+    """What each example holds: sft = a conversation with trained-token masks (assistant_masks)."""
+    formats: dict[str, str] = {}
+    """Input file -> the record format it was read as (prep)."""
+
+    @property
+    def chat_template(self) -> str:
+        """The template the examples were rendered with; the trained model keeps it."""
+        return (self.path / "chat_template.jinja").read_text(encoding="utf-8")
+
+    @property
+    def template_name(self) -> str | None:
+        return self.config.get("template") or (self.config.get("dataset") or {}).get("template")
+
+    def split_size(self, split: str) -> int:
+        return int(self.metrics.get("splits", {}).get(split, 0))
+
+
+class ModelArtifact(View):
+    """A trained (or imported) model: an adapter over `base_model`, or full weights; merged/ when merged."""
+
+    KIND: ClassVar[str] = "model"
+    method: str
+    base_model: str | None = None
+    adapter: bool = False
+    merged: bool = False
+    seq2seq: bool = False
+    name: str | None = None
+    """A display name (an imported GGUF's file name)."""
+    gguf: dict = {}
+    """For a model imported from a GGUF file: its hash and stamp."""
+
+    @property
+    def weights(self) -> Path:
+        """What `from_pretrained` loads: merged/ when there, else model/ (full weights or the adapter)."""
+        return self.path / ("merged" if (self.path / "merged").is_dir() else "model")
+
+    @property
+    def needs_base(self) -> bool:
+        """An adapter without merged weights: load `base_model`, then the adapter."""
+        return self.adapter and not (self.path / "merged").is_dir()
+
+
+class EvalArtifact(View):
+    """Scores of a model (and its baseline) on held-out examples, with intervals and paired tests."""
+
+    KIND: ClassVar[str] = "eval"
+    model: str
+    baseline: str | None = None
+    dataset: str
+    notes: list[str] = []
+
+
+class ExportArtifact(View):
+    """A model converted for another runtime: GGUF files (+ Modelfile) or merged safetensors."""
+
+    KIND: ClassVar[str] = "export"
+    to: str
+    name: str
+    stop_token_ids: list[int] = []
+    verification_prompts: str = ""
+    gguf: dict = {}
+    ollama: dict = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from privtune.errors import PrivtuneError
@@ -153,3 +154,19 @@ def compute_dtype(stored: "torch.dtype", device: str) -> "torch.dtype":
     if device == "cpu" and stored in (torch.bfloat16, torch.float16):
         return torch.float32
     return stored
+
+
+@contextmanager
+def environment(**values: str):
+    """Environment variables set for one call and put back after it (removed if they were unset), so a
+    setting one run needs never outlives it."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -156,17 +156,15 @@ def _percentiles(histogram: "np.ndarray") -> dict[str, int]:
     return {"min": at(0), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": at(total - 1)}
 
 
-_WORKER_STATE: tuple = ()
 CHUNK = 2048
 PARALLEL_AFTER = 4  # chunks: below this much work, worker processes cost more than they save
 
 
-def _encode_chunk(conversations: list[list[dict]]):
+def _encode_chunk(conversations: list[list[dict]], tokenizer, template: str):
     """Token ids, masks and lengths of a chunk, and {index: message} for conversations the chat
     template refused (a template may `raise_exception`, e.g. when roles do not alternate)."""
     from jinja2 import TemplateError
 
-    tokenizer, template = _WORKER_STATE
     errors: dict[int, str] = {}
     try:
         texts, spans = render_with_spans(tokenizer, template, conversations)
@@ -182,11 +180,22 @@ def _encode_chunk(conversations: list[list[dict]]):
     return (*tokenize_with_masks(tokenizer, texts, spans), errors)
 
 
+_held: tuple = ()  # set only inside pool workers (by `_hold`), never in the calling process
+
+
+def _hold(tokenizer, template: str) -> None:
+    """Pool initializer: each worker keeps the tokenizer it was forked with, so chunks do not carry it."""
+    global _held
+    _held = (tokenizer, template)
+
+
+def _encode_in_worker(conversations: list[list[dict]]):
+    return _encode_chunk(conversations, *_held)
+
+
 def encode_stream(chunks: Iterable[list], tokenizer, template: str) -> Iterator[tuple[list, tuple]]:
     """(chunk, encoded chunk) in order, for chunks of (key, example) pairs. Across processes once
     there is enough work; a few chunks in flight at most, so memory does not grow with the input."""
-    global _WORKER_STATE
-    _WORKER_STATE = (tokenizer, template)
     chunks = iter(chunks)
     head = list(itertools.islice(chunks, PARALLEL_AFTER))
     workers = min(os.cpu_count() or 1, 4) if len(head) == PARALLEL_AFTER else 1
@@ -194,13 +203,13 @@ def encode_stream(chunks: Iterable[list], tokenizer, template: str) -> Iterator[
     conversations = lambda chunk: [example["messages"] for _, example in chunk]
     if workers == 1:
         for chunk in chunks:
-            yield chunk, _encode_chunk(conversations(chunk))
+            yield chunk, _encode_chunk(conversations(chunk), tokenizer, template)
         return
     context = multiprocessing.get_context("fork")  # the tokenizer is inherited, not pickled
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_hold, initargs=(tokenizer, template)) as pool:
         pending: deque = deque()
         for chunk in chunks:
-            pending.append((chunk, pool.submit(_encode_chunk, conversations(chunk))))
+            pending.append((chunk, pool.submit(_encode_in_worker, conversations(chunk))))
             if len(pending) > 2 * workers:
                 done, future = pending.popleft()
                 yield done, future.result()

@@ -68,9 +68,8 @@ def run_model(model, tokenizer, prompts: list[list[dict]], stops: list[int], max
     """Greedy, batched with left padding; the first step's scores are the last prompt position's logits."""
     import torch
 
-    tokenizer.padding_side = "left"
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              eos_token_id=stops or None, pad_token_id=tokenizer.pad_token_id,

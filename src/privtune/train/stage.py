@@ -25,10 +25,8 @@ from privtune.train.callbacks import (MarkCompleteCheckpoints, MetricsLog, RichP
                                       last_complete_checkpoint, rewind_metrics)
 from privtune.train.config import TrainConfig
 from privtune.train.method import Method, method_of
+from privtune.runtime import environment
 from privtune.ui import console, quiet_libraries
-
-
-USER_WANDB_DIR = os.environ.get("WANDB_DIR")
 
 
 @dataclass
@@ -151,24 +149,38 @@ def run(data: str, model: str, config: TrainConfig, workspace: Workspace,
     if existing and not options.force:
         return Result(merge_existing(existing) if options.merge else existing, reused=True)
 
-    import torch
-
     from privtune.runtime import apply_threads
 
     quiet_libraries()
     apply_threads(config.threads)
 
     template_info = adopt_dataset_template(tokenizer, dataset)
-    if config.report_to == "wandb":  # offline unless asked; privtune's own defaults set offline too
-        os.environ["WANDB_MODE"] = "online" if options.wandb_sync else "offline"
     staging = workspace.stage("model", artifact_id, fresh=options.force or not options.resume)
     checkpoints = staging.path / "checkpoints"
     resume_from = last_complete_checkpoint(checkpoints)
     if resume_from:
         console.print(f"resuming from {resume_from.name}")
         rewind_metrics(staging.path / "metrics.jsonl", resume_from)
-    if config.report_to == "wandb":
-        os.environ["WANDB_DIR"] = USER_WANDB_DIR or str(staging.path)  # this run's, not an earlier run's
+    with environment(**tracking_environment(config, options, staging.path)):
+        return _train(staging, checkpoints, resume_from, tokenizer, dataset, model_ref, method, config, options,
+                      template_info)
+
+
+def tracking_environment(config: TrainConfig, options: TrainOptions, folder: Path) -> dict[str, str]:
+    """What wandb reads, for this run only: offline unless --wandb-sync, its files in this run's folder
+    (unless the user set WANDB_DIR), so no earlier run's directory or mode leaks into the next call."""
+    if config.report_to != "wandb":
+        return {}
+    return {"WANDB_MODE": "online" if options.wandb_sync else "offline",
+            "WANDB_DIR": os.environ.get("WANDB_DIR") or str(folder)}
+
+
+def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, dataset: DatasetArtifact,
+           model_ref: ModelRef, method: Method, config: TrainConfig, options: TrainOptions,
+           template_info: dict) -> Result:
+    """Load, wrap, train (or resume), evaluate and publish: the run itself, once its folder is ready."""
+    import torch
+
     flags = precision_flags(config)
     base = load_model(model_ref, method, config, flags["_dtype"])
     is_seq2seq = bool(base.config.is_encoder_decoder)

@@ -306,41 +306,10 @@ def compare(refs: List[str] = typer.Argument(..., help="Eval artifact ids"), wor
 
 
 def _print_compare(artifacts) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from privtune.eval.stage import TABLE_METRICS, cell, difference_cell, labels_of, verdict
+    from privtune.eval.report import compare_table
     from privtune.ui import console
 
-    columns = [(a, label) for a in artifacts for label in a.manifest["metrics"]["models"]]
-    paired = [a for a in artifacts if a.manifest["metrics"].get("paired")]
-    where = (lambda a: f"\neval {a.id[:8]}") if len(artifacts) > 1 else (lambda a: "")
-    sizes = " / ".join(dict.fromkeys(str(a.manifest["metrics"]["examples"]) for a in artifacts))
-    caption = (f"[low, high]: 95% bootstrap interval over {sizes} examples; tuned − base: paired difference; "
-               "significant: sign test p < 0.05 (bleu: interval excludes 0)"
-               if any(a.manifest["metrics"].get("intervals") for a in artifacts) else None)
-    table = Table("metric", *[escape(labels_of(a.manifest)[label].replace(" (", "\n(", 1) + where(a))
-                              for a, label in columns],
-                  *[f"tuned − base{where(a)}" for a in paired], title="eval", caption=caption and escape(caption))
-    for metric in TABLE_METRICS:
-        values = [a.manifest["metrics"]["models"][label].get(metric) for a, label in columns]
-        if any(v is not None for v in values):
-            intervals = [(a.manifest["metrics"].get("intervals") or {}).get(label, {}).get(metric)
-                         for a, label in columns]
-            tests = [a.manifest["metrics"]["paired"].get(metric) for a in paired]
-            table.add_row(metric, *(escape(cell(v, ci)) for v, ci in zip(values, intervals)),
-                          *(escape(f"{difference_cell(t)}\n{verdict(t)}") if t else "-" for t in tests))
-    harness = [(a.manifest["metrics"].get("lm_eval") or {}).get(label, {}) for a, label in columns]
-    for task in dict.fromkeys(t for scores in harness for t in scores):
-        for metric in dict.fromkeys(m for scores in harness for m in scores.get(task, {}) if "_stderr" not in m):
-            values = [scores.get(task, {}).get(metric) for scores in harness]
-            table.add_row(f"{task} {metric.split(',')[0]}", *(f"{v:.4f}" if v is not None else "-" for v in values))
-    for a in artifacts:
-        judge = a.manifest["metrics"].get("judge")
-        if judge:
-            table.add_row(f"judge win rate ({a.id[:8]})", f"{judge['win_rate']:.3f} "
-                          f"[{judge['ci_low']:.2f}, {judge['ci_high']:.2f}] n={judge['decided']}")
-    console.print(table)
+    console.print(compare_table(artifacts))
 
 
 @app.command()

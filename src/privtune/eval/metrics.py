@@ -1,12 +1,46 @@
-"""Scores of a generated answer against its reference."""
+"""Scores of a generated answer against its reference, and the `Metric` each answer metric module declares.
+
+One module per metric in privtune/eval/answer_metrics/ (found by privtune.registry): the eval computes,
+tabulates and plots whatever is there, so adding a metric is adding one file.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import string
+from dataclasses import dataclass
+from typing import Callable
 
-from privtune.rouge import rouge_l_f, rouge_tokens
+from privtune import registry
+
+ANSWER_METRICS = "privtune.eval.answer_metrics"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An answer-vs-reference metric: either a mean of per-example scores or a corpus-level figure."""
+
+    name: str
+    order: int
+    """Table position among the answer metrics (after loss and perplexity, before stopped_before_limit)."""
+    description: str
+    plot: bool = False
+    """Drawn in the comparison chart, whose axis runs 0 to 1."""
+    higher_is_better: bool = True
+    per_example: Callable[[str, str], float | None] | None = None
+    """(prediction, reference) -> score; None where the metric does not apply, and that example is left out."""
+    corpus: Callable[[list[str], list[str]], tuple] | None = None
+    """(predictions, references) -> (figure, stats.Statistic that recomputes it on a resample)."""
+
+    def __post_init__(self):
+        if (self.per_example is None) == (self.corpus is None):
+            raise TypeError(f"metric {self.name}: give exactly one of per_example and corpus")
+
+
+def answer_metrics() -> dict[str, Metric]:
+    """Every answer metric, in table order."""
+    return registry.entries(ANSWER_METRICS, "METRIC")
 
 
 def normalize(text: str) -> str:
@@ -24,43 +58,22 @@ def json_fields(text: str) -> dict | None:
 
 
 def score(prediction: str, reference: str) -> dict:
-    """ROUGE-L F, exact and normalised match, and JSON field accuracy when the reference is JSON."""
-    scores = {
-        "rouge_l": rouge_l_f(rouge_tokens(prediction), rouge_tokens(reference)),
-        "exact_match": float(prediction.strip() == reference.strip()),
-        "normalized_match": float(normalize(prediction) == normalize(reference)),
-    }
-    expected = json_fields(reference)
-    if expected:
-        got = json_fields(prediction) or {}
-        scores["json_field_accuracy"] = sum(got.get(k) == v for k, v in expected.items()) / len(expected)
+    """Each per-example answer metric that applies (JSON field accuracy only when the reference is JSON)."""
+    scores = {}
+    for metric in answer_metrics().values():
+        value = metric.per_example(prediction, reference) if metric.per_example else None
+        if value is not None:
+            scores[metric.name] = value
     return scores
 
 
-def corpus_bleu(predictions: list[str], references: list[str]) -> float:
-    import sacrebleu
+def __getattr__(name: str):
+    """BLEU's helpers moved into its metric module; their old import path keeps working."""
+    if name in ("corpus_bleu", "bleu_statistic"):
+        from privtune.eval.answer_metrics import bleu
 
-    return sacrebleu.corpus_bleu(predictions, [references]).score
-
-
-def bleu_statistic(predictions: list[str], references: list[str]):
-    """Corpus BLEU on any resample of the examples, from each sentence's n-gram counts.
-
-    BLEU is not a mean of sentence scores, so a resample must recompute it from the summed counts;
-    extracting the counts once (as sacrebleu's own bootstrap does) makes 1000 resamples cheap.
-    """
-    import numpy as np
-    from sacrebleu.metrics import BLEU
-
-    from privtune.eval.stats import Statistic
-
-    bleu = BLEU()
-    counts = np.array(bleu._extract_corpus_statistics(predictions, [references]), dtype=np.int64)
-
-    def compute(indices: np.ndarray) -> np.ndarray:
-        return np.array([bleu._compute_score_from_stats(list(counts[row].sum(axis=0))).score for row in indices])
-
-    return Statistic(compute)
+        return getattr(bleu, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mean(values: list[float]) -> float | None:

@@ -1,17 +1,17 @@
 """`privtune eval`: the tuned model against its baseline on held-out data, in one run.
 
-Held-out loss and perplexity on the trained tokens, then greedy generation on the held-out
-prompts scored against the references (ROUGE-L, BLEU, exact/normalised match, JSON fields), and
-optionally a pairwise LLM judge with the order swapped on half the pairs. Every figure gets a 95%
-bootstrap interval over the examples, and tuned vs baseline a paired test (eval/stats.py), so a
-report on a few dozen examples says whether its difference is more than the luck of the draw.
+Held-out loss and perplexity on the trained tokens, then greedy generation on the held-out prompts
+scored against the references (ROUGE-L, BLEU, exact/normalised match, JSON fields: one module each in
+eval/answer_metrics/), and optionally a pairwise LLM judge with the order swapped on half the pairs.
+Every figure gets a 95% bootstrap interval over the examples, and tuned vs baseline a paired test
+(eval/stats.py), so a report on a few dozen examples says whether its difference is more than the luck
+of the draw. The tables are eval/report.py's.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +23,9 @@ from pydantic import model_validator
 from privtune.config import Config, ConfigValueError, config_dict
 from privtune.errors import PrivtuneError
 from privtune.eval import stats
-from privtune.eval.metrics import bleu_statistic, corpus_bleu, mean, score
+from privtune.eval.metrics import answer_metrics, mean, score
+from privtune.eval.report import ARTIFACT_ID, TABLE_METRICS, model_labels, report
+from privtune.eval.report import cell, labels_of, model_label, table_rows  # noqa: F401 (stage.cell etc. still work)
 from privtune.models.inference import LoadedModel, load_for_inference
 from privtune.models.stopping import stop_token_ids
 from privtune.pipeline import find_dataset, split_rows
@@ -176,12 +178,15 @@ def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict],
     generated = generate_answers(loaded, [r["messages"][:-1] for r in rows], config)
     answers = [answer for answer, _ in generated]
     references = [r["messages"][-1]["content"] for r in rows]
-    per_example = [score(a, ref) for a, ref in zip(answers, references)]
-    for key in dict.fromkeys(k for s in per_example for k in s):
-        metrics[key] = mean([s[key] for s in per_example if key in s])
-        statistics[key] = stats.mean_of([s.get(key) for s in per_example])
-    metrics["bleu"] = corpus_bleu(answers, references)
-    statistics["bleu"] = bleu_statistic(answers, references)
+    registered = answer_metrics().values()
+    for metric in (m for m in registered if m.per_example):
+        values = [metric.per_example(a, ref) for a, ref in zip(answers, references)]
+        if any(v is not None for v in values):
+            metrics[metric.name] = mean([v for v in values if v is not None])
+            statistics[metric.name] = replace(stats.mean_of(values), higher_is_better=metric.higher_is_better)
+    for metric in (m for m in registered if m.corpus):  # after the per-example ones, as metrics.json has them
+        metrics[metric.name], statistic = metric.corpus(answers, references)
+        statistics[metric.name] = replace(statistic, higher_is_better=metric.higher_is_better)
     metrics["stopped_before_limit"] = mean([float(stopped) for _, stopped in generated])
     statistics["stopped_before_limit"] = stats.mean_of([float(stopped) for _, stopped in generated])
     return metrics, answers, statistics
@@ -299,22 +304,6 @@ def write_samples(path: Path, rows: list[dict], answers: dict, results: dict) ->
     write_atomic(path, "\n".join(lines) + "\n")
 
 
-TABLE_METRICS = ("loss", "perplexity", "rouge_l", "bleu", "exact_match", "normalized_match", "json_field_accuracy",
-                 "stopped_before_limit")
-
-
-ROLES = {"tuned": "tuned", "baseline": "base"}
-ARTIFACT_ID = re.compile(r"[0-9a-f]{12}")
-
-
-def model_label(role: str, ref: str | None) -> str:
-    """'tuned (model 3f2a1b2c)', 'base (SmolLM2-135M-Instruct)': which model a column holds, at a glance."""
-    if not ref:
-        return role
-    name = f"model {ref[:8]}" if ARTIFACT_ID.fullmatch(ref) else (Path(ref).name or ref)
-    return f"{role} ({name if len(name) <= 28 else name[:27] + '…'})"
-
-
 def display_name(ref: str | None, workspace: Workspace) -> str | None:
     """A model's name for a column: an artifact's own name (an imported GGUF's file name) or its id,
     also when `ref` is the weights folder inside an artifact (a trained model's base); else the ref."""
@@ -332,126 +321,14 @@ def display_name(ref: str | None, workspace: Workspace) -> str | None:
     return artifact.manifest.get("name") or artifact.id
 
 
-def model_labels(model: str | None, baseline: str | None) -> dict[str, str]:
-    return {label: model_label(role, ref) for (label, role), ref in zip(ROLES.items(), (model, baseline))}
-
-
-def labels_of(manifest: dict) -> dict[str, str]:
-    """Column labels of an eval artifact (computed for artifacts written before labels were stored)."""
-    return manifest["metrics"].get("labels") or model_labels(manifest.get("model"), manifest.get("baseline"))
-
-
-def cell(value, interval: list[float] | None = None) -> str:
-    """'0.8000 [0.70, 0.89]': a figure and its 95% interval."""
-    if not isinstance(value, (int, float)):
-        return "-"
-    return f"{value:.4f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
-
-
-def difference_cell(test: dict) -> str:
-    """'+0.4500 [+0.30, +0.60]': tuned minus baseline and its paired 95% interval."""
-    if test.get("difference") is None:
-        return "-"
-    ci = test.get("ci")
-    return f"{test['difference']:+.4f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-
-
-def signs_cell(test: dict) -> str:
-    return f"{test['wins']}/{test['losses']}/{test['ties']}" if test.get("test") == "sign test" else "-"
-
-
-def verdict(test: dict) -> str:
-    """Whether the difference is significant at 0.05, which model is ahead, and the evidence."""
-    if test.get("p_value") is not None:
-        evidence = f"p={test['p_value']:.3g}"
-    else:
-        evidence = "CI excludes 0" if test["significant"] else "CI includes 0"
-    return f"yes, {ROLES[test['better']]} better ({evidence})" if test["significant"] else f"no ({evidence})"
-
-
-def table_rows(metrics: dict) -> list[tuple[str, ...]]:
-    """Per metric: each model's figure with its interval, then the paired difference and its verdict."""
-    results, intervals, paired = metrics["models"], metrics.get("intervals") or {}, metrics.get("paired") or {}
-    rows = []
-    for metric in TABLE_METRICS:
-        values = {label: results[label].get(metric) for label in results}
-        if all(v is None for v in values.values()):
-            continue
-        row = [metric, *(cell(v, intervals.get(label, {}).get(metric)) for label, v in values.items())]
-        if paired:
-            test = paired.get(metric)
-            row += [difference_cell(test), signs_cell(test), verdict(test)] if test else ["-"] * 3
-        rows.append(tuple(row))
-    return rows
-
-
-def significance_summary(metrics: dict) -> list[str]:
-    """Which differences this many examples can and cannot tell apart, and how the table was computed."""
-    paired, n = metrics.get("paired") or {}, metrics["examples"]
-    groups = {"tuned better": [], "base better": [], "no significant difference": []}
-    for metric, test in paired.items():
-        groups[f"{ROLES[test['better']]} better" if test["significant"] else "no significant difference"].append(metric)
-    lines = [f"On these {n} examples, at the 0.05 level: "
-             + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items() if v) + "."] if paired else []
-    boot = metrics.get("bootstrap") or {}
-    if metrics.get("intervals"):
-        lines.append(f"[low, high]: 95% percentile bootstrap interval over the {n} examples ({boot.get('resamples')} "
-                     f"resamples, seed {boot.get('seed')}); loss resamples examples with their trained tokens, BLEU "
-                     "the corpus. tuned − base: the paired difference on the same resamples; wins/losses/ties "
-                     "per example; significant: two-sided exact sign test p < 0.05, ties dropped (BLEU, a corpus "
-                     "score: the paired interval excludes 0). Lower is better for loss and perplexity.")
-    return lines
-
-
-def harness_rows(harness: dict) -> list[tuple[str, ...]]:
-    """One row per task and metric (stderr folded in), one column per model."""
-    labels = list(harness)
-    first = harness[labels[0]]
-    rows = []
-    for task, scores in first.items():
-        for metric in (m for m in scores if "_stderr" not in m):
-            cells = []
-            for label in labels:
-                value = harness[label].get(task, {}).get(metric)
-                stderr = harness[label].get(task, {}).get(metric.replace(",", "_stderr,", 1))
-                cells.append("-" if value is None else f"{value:.4f}" + (f" ± {stderr:.4f}" if stderr else ""))
-            rows.append((task, metric.split(",")[0], *cells))
-    return rows
-
-
-def report(model: str, baseline: str | None, dataset: Artifact, metrics: dict, notes: list[str], chart: bool) -> str:
-    labels = [metrics["labels"][label] for label in metrics["models"]]
-    if metrics.get("paired"):
-        labels += ["tuned − base [95% CI]", "wins/losses/ties", "significant at 0.05"]
-    lines = [f"# Evaluation of {model}", "", f"Baseline: {baseline or '(none)'}. Data: dataset {dataset.id}, "
-             f"{metrics['split']} split, {metrics['examples']} examples.", "",
-             "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(metrics)]
-    lines += [line for paragraph in significance_summary(metrics) for line in ("", paragraph)]
-    if metrics.get("judge"):
-        j = metrics["judge"]
-        lines += ["", f"Judge {j['model']}: tuned win rate {j['win_rate']:.3f} "
-                      f"(95% CI {j['ci_low']:.3f}-{j['ci_high']:.3f}) over {j['decided']} judged pairs; "
-                      f"{j['unparsed']} unparsed; order swapped on half."]
-    if metrics.get("lm_eval"):
-        lines += ["", "lm-evaluation-harness:", "", "| task | metric | " + " | ".join(metrics["lm_eval"]) + " |",
-                  "|---|---|" + "---|" * len(metrics["lm_eval"])]
-        lines += ["| " + " | ".join(row) + " |" for row in harness_rows(metrics["lm_eval"])]
-    lines += ["", *[f"- {n}" for n in notes]]
-    if chart:
-        lines += ["", "![comparison](comparison.png)"]
-    lines += ["", "![training loss](loss_curve.png)"]
-    return "\n".join(lines) + "\n"
-
-
 def plot_comparison(results: dict, out: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in ("rouge_l", "exact_match", "normalized_match", "json_field_accuracy")
-               if any(results[l].get(m) is not None for l in results)]
+    metrics = [m.name for m in answer_metrics().values()
+               if m.plot and any(results[label].get(m.name) is not None for label in results)]
     if not metrics:
         return None
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)

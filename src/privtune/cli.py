@@ -367,7 +367,6 @@ def import_model(
         console.print(f"found an identical import, not converted again (--force to redo): {artifact.path}")
     typer.echo(f"model {artifact.id} -> {artifact.path}")
 
-    from privtune.contract import ExportArtifact
 
 @app.command()
 @handles_errors
@@ -399,6 +398,7 @@ def export(
 def _print_export(artifact) -> None:
     from rich.table import Table
 
+    from privtune.contract import ExportArtifact
     from privtune.export.stage import TABLE_HEADER, table_rows
     from privtune.ui import console
 

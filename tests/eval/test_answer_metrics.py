@@ -13,8 +13,9 @@ ANSWER_METRICS = ["rouge_l", "bleu", "exact_match", "normalized_match", "json_fi
 
 
 def test_the_registry_holds_every_answer_metric_in_table_order():
-    assert list(answer_metrics()) == ANSWER_METRICS
-    assert stage.TABLE_METRICS == ("loss", "perplexity", *ANSWER_METRICS, "stopped_before_limit")
+    names = [name for name in answer_metrics() if name in ANSWER_METRICS]  # a new metric is one more file
+    assert names == ANSWER_METRICS
+    assert stage.TABLE_METRICS == ("loss", "perplexity", *answer_metrics(), "stopped_before_limit")
     assert all(metric.description for metric in answer_metrics().values())
     assert [name for name, m in answer_metrics().items() if m.plot] == [
         "rouge_l", "exact_match", "normalized_match", "json_field_accuracy"]

@@ -137,7 +137,6 @@ def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config: Eva
 
     tokenizer = loaded.tokenizer
     stops = stop_token_ids(loaded.model, tokenizer)
-    tokenizer.padding_side = "left"
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     sampling = {"do_sample": config.temperature > 0}
     if config.temperature > 0:
@@ -147,7 +146,7 @@ def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config: Eva
     for start in track(range(0, len(texts), config.batch_size), f"generating {loaded.name}",
                        total=-(-len(texts) // config.batch_size)):
         batch = tokenizer(texts[start: start + config.batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(loaded.model.device)
+                          padding_side="left", add_special_tokens=False).to(loaded.model.device)
         with torch.no_grad():
             out = loaded.model.generate(**batch, max_new_tokens=config.max_new_tokens,
                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=stops or None, **sampling)

@@ -128,7 +128,7 @@ def eval_questions(source, workspace, limit: int) -> tuple[list[Question], str]:
     """The test split of the model's dataset (what `privtune export` verifies on), with its answers;
     else the fixed prompts."""
     from privtune.errors import PrivtuneError
-    from privtune.pipeline import find_dataset, split_rows
+    from privtune.contract import find_dataset, split_rows
     from privtune.export import verify
 
     if source.ref.artifact is not None:

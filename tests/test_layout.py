@@ -32,8 +32,9 @@ def test_no_stage_imports_another_stage():
         own = stage_of(module)
         if own is None:
             continue
-        crossings += [f"{module} -> {target}" for target in imports(path) if stage_of(target) not in (None, own)]
-    assert crossings == []
+        crossings += [f"{module} -> {target}" for target in imports(path)
+                      if stage_of(target) not in (None, own) or target.startswith("privtune.pipeline")]
+    assert crossings == []  # privtune.pipeline runs one stage for another: only the CLI calls it
 
 
 def test_the_check_sees_a_crossing(tmp_path):

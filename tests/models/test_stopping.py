@@ -8,7 +8,7 @@ import torch
 from privtune.eval import stage
 from privtune.models.inference import load_for_inference
 from privtune.models.stopping import end_of_turn_id, stop_token_ids
-from privtune.pipeline import split_rows
+from privtune.contract import split_rows
 
 FOREIGN_EOS = "<|endoftext|>"
 """The tiny model's tokenizer ends turns with <|im_end|>; this other special token plays a base model's eos."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from privtune.artifacts import Artifact, Result, Workspace, stable_hash, write_atomic, write_json_atomic
-from privtune.contract import ModelArtifact
 from pydantic import model_validator
 
+from privtune.artifacts import Artifact, Result, Workspace, stable_hash, write_atomic, write_json_atomic
 from privtune.config import Config, ConfigValueError, config_dict
+from privtune.contract import ModelArtifact
 from privtune.errors import PrivtuneError
 from privtune.eval import stats
 from privtune.eval.metrics import answer_metrics, mean, score
@@ -28,7 +28,7 @@ from privtune.eval.report import ARTIFACT_ID, TABLE_METRICS, model_labels, repor
 from privtune.eval.report import cell, labels_of, model_label, table_rows  # noqa: F401 (stage.cell etc. still work)
 from privtune.models.inference import LoadedModel, load_for_inference
 from privtune.models.stopping import stop_token_ids
-from privtune.pipeline import find_dataset, split_rows
+from privtune.contract import find_dataset, split_rows
 from privtune.ui import quiet_libraries, track
 
 

@@ -259,7 +259,7 @@ def export_gguf(out: Path, hf_dir: Path, tokenizer, stops: list[int], source: So
 
 def verification_prompts(source: Source, workspace_hint: Workspace | None, n: int) -> tuple[list, str]:
     """The dataset's test split when the model's lineage has one, else fixed everyday prompts."""
-    from privtune.pipeline import find_dataset, split_rows
+    from privtune.contract import find_dataset, split_rows
 
     artifact = source.ref.artifact
     if artifact is not None and workspace_hint is not None:

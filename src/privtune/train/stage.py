@@ -20,7 +20,7 @@ from privtune.contract import DatasetArtifact
 from privtune.config import config_dict
 from privtune.errors import PrivtuneError
 from privtune.models.loading import ModelRef, load_tokenizer, resolve_model
-from privtune.pipeline import dataset_artifact
+from privtune.contract import dataset_artifact
 from privtune.train.callbacks import (MarkCompleteCheckpoints, MetricsLog, RichProgress, SeedSamplerPerEpoch,
                                       last_complete_checkpoint, rewind_metrics)
 from privtune.train.config import TrainConfig

@@ -327,6 +327,10 @@ def serve(
     max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", min=1,
                                                     help="Refuse longer prompts (400); default: the model's context"),
     name: Optional[str] = typer.Option(None, "--name", help="Model name clients send [default: artifact id or folder]"),
+    batching: bool = typer.Option(False, "--batching", help="Batch concurrent requests continuously (transformers' "
+                                  "continuous batching): more throughput under load; a request's seed is not kept"),
+    kv_cache_tokens: int = typer.Option(16384, "--kv-cache-tokens", min=64, help="--batching: KV-cache size in tokens "
+                                        "for all requests in flight (memory is reserved at start)"),
     workspace: Optional[Path] = WorkspaceOpt,
 ):
     """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
@@ -342,8 +346,8 @@ def serve(
     if warning:
         console.print(f"[bold red]WARNING:[/] {warning}", highlight=False)
     console.print(f"serving '{served}' at http://{host}:{port}/v1 (model name: {served})")
-    run_server(create_app(loaded, served, api_key, max_body_bytes=max_body_bytes,
-                          max_prompt_tokens=max_prompt_tokens), host, port)
+    run_server(create_app(loaded, served, api_key, max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens,
+                          batching=batching, kv_cache_tokens=kv_cache_tokens), host, port)
 
 
 @app.command("import")

@@ -1,0 +1,126 @@
+"""Continuous batching for `privtune serve --batching`, through transformers' own manager.
+
+Concurrent requests share the model's forward passes (a decode step reads the weights once for all
+of them), so throughput grows with concurrency instead of staying flat. transformers' manager runs
+one background thread with a paged KV cache of a fixed size; privtune sizes that cache itself
+(`kv_cache_tokens`), because the manager's default takes a share of the host's free memory (~14 GB
+for a 135M model on a 24 GB machine), and it refuses what the manager cannot survive: a request
+larger than the whole cache, and a temperature of 0 (greedy is top_k=1 instead, the same tokens).
+
+Per-request temperature and top_p are honoured; a seed cannot be (one RNG is shared by every request
+in a batch), stop strings are matched on the decoded text as in the sequential server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+from privtune.models.inference import LoadedModel
+
+GREEDY = {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+"""Exact argmax through the sampling processors: the manager samples for every request or none."""
+POLL_SECONDS = 0.25
+
+
+class BatchedGenerator:
+    """The sequential Generator's interface (`prepare`, `generate`), with requests batched continuously."""
+
+    def __init__(self, sequential, kv_cache_tokens: int, page_size: int | None = None,
+                 max_batch_tokens: int | None = None):
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        self.sequential = sequential  # tokenizing and the limits are the sequential server's
+        self.loaded: LoadedModel = sequential.loaded
+        self.stops = sequential.stops
+        on_gpu = self.loaded.device != "cpu"
+        page = page_size or (256 if on_gpu else 64)
+        self.kv_cache_tokens = max(page, kv_cache_tokens // page * page)
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        vocabulary = int(model.config.vocab_size)
+        defaults = GenerationConfig(do_sample=True, temperature=0.7, top_k=vocabulary, top_p=0.95,  # each processor
+                                    max_new_tokens=128, eos_token_id=self.stops or None,          # on, so a request
+                                    pad_token_id=tokenizer.pad_token_id)                          # can set it
+        batching = ContinuousBatchingConfig(page_size=page, num_blocks=self.kv_cache_tokens // page,
+                                            max_batch_tokens=max_batch_tokens or (2048 if on_gpu else 512),
+                                            per_request_processors=True, max_queue_size=4096)
+        self.manager = model.init_continuous_batching(generation_config=defaults,
+                                                      continuous_batching_config=batching)
+        # Started from a daemon thread, the manager's loop thread is a daemon too: a server (or test) that ends
+        # without close() can still exit, instead of waiting for ever on a thread no one will stop.
+        starter = threading.Thread(target=self.manager.start, daemon=True)
+        starter.start()
+        starter.join()
+
+    def prepare(self, text: str, max_tokens: int):
+        """The sequential checks, and one the manager needs: the request must fit in the KV cache."""
+        inputs = self.sequential.prepare(text, max_tokens)
+        length = int(inputs["input_ids"].shape[1])
+        if length + max_tokens > self.kv_cache_tokens:
+            raise ValueError(f"prompt ({length} tokens) + max_tokens ({max_tokens}) exceeds this server's KV cache "
+                             f"of {self.kv_cache_tokens} tokens (privtune serve --kv-cache-tokens)")
+        return inputs
+
+    @staticmethod
+    def sampling(request) -> dict:
+        if request.temperature <= 1e-3:  # 0 would divide the logits by zero inside the manager's thread
+            return dict(GREEDY)
+        return {"temperature": float(request.temperature), "top_p": float(request.top_p)}
+
+    async def generate(self, inputs, request, on_text, cancelled: threading.Event) -> dict:
+        """Submit, stream text pieces to `on_text` as tokens arrive, and return the sequential server's result."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+        request_id = uuid.uuid4().hex
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+        tokenizer, sent = self.loaded.tokenizer, [""]
+
+        def finish(reason: str, tokens: int, text: str | None = None) -> None:
+            if not done.done():
+                done.set_result({"text": sent[0] if text is None else text, "finish_reason": reason, "prompt_tokens": prompt_tokens,
+                                 "completion_tokens": tokens})
+
+        def on_output(output) -> None:  # on the event loop, each time the request has new tokens
+            if done.done():
+                return
+            if cancelled.is_set():  # its client left, or the server is stopping: free the slot at once
+                self.manager.cancel_request(request_id)
+                finish("cancelled", 0)
+                return
+            if output.error:
+                done.set_exception(RuntimeError(f"generation failed: {output.error}"))
+                return
+            generated = list(output.generated_tokens)
+            text = tokenizer.decode([t for t in generated if t not in self.stops], skip_special_tokens=True)
+            hit = next((s for s in stops if s in text), None)
+            if hit:
+                text = text[: text.index(hit)]
+            elif not output.is_finished():
+                text = text.rstrip("\ufffd")  # a character still being spelled out in byte tokens
+            if len(text) > len(sent[0]) and text.startswith(sent[0]):
+                on_text(text[len(sent[0]):])
+                sent[0] = text
+            if hit:  # streamed pieces may have begun the stop string, as in the sequential server; the text may not
+                self.manager.cancel_request(request_id)
+                finish("stop", len(generated), text)
+            elif output.is_finished():
+                finish("stop" if generated and generated[-1] in self.stops else "length", len(generated))
+
+        self.manager.register_result_handler(request_id, on_output)
+        added = self.manager.add_request(inputs["input_ids"][0].tolist(), request_id=request_id, streaming=True,
+                                         max_new_tokens=request.max_tokens, eos_token_id=self.stops or None,
+                                         **self.sampling(request))
+        if added is None:
+            raise RuntimeError(f"the batching worker has stopped ({self.manager.background_thread_status.fatal_error})")
+        while not done.done():
+            await asyncio.wait({done}, timeout=POLL_SECONDS)
+            if cancelled.is_set() and not done.done():  # its client left, or the server is stopping
+                self.manager.cancel_request(request_id)
+                finish("cancelled", 0)
+        return done.result()
+
+    def close(self) -> None:
+        """Cancel what is left and stop the manager's thread (it is not a daemon: it would hold the process)."""
+        self.manager.stop(block=True, timeout=5, hard_stop=True)

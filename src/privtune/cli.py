@@ -27,21 +27,24 @@ SetOpt = typer.Option([], "--set", help="Override a config key: --set key=value 
 ForceOpt = typer.Option(False, "--force", help="Recompute even if an identical artifact exists")
 
 
-def _private_defaults() -> None:
+def _private_defaults(command: str | None = None) -> None:
     """No telemetry, no hub pushes: set before any Hugging Face library is imported. Also idle OpenMP
-    threads sleep rather than spin (privtune.runtime.openmp_defaults), before torch is imported."""
+    threads sleep rather than spin (privtune.runtime.openmp_defaults), before torch is imported; except
+    in `serve`, a long-lived process that owns its cores, whose batched decode of small ops needs
+    libgomp's spinning (SmolLM2-135M, 8 requests: 77 tok/s spinning, 60 sleeping; benchmarks/bench_serve_real.py)."""
     from privtune.runtime import openmp_defaults
 
-    openmp_defaults()
+    if command != "serve":
+        openmp_defaults()
     for key, value in {"HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline",
                        "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():
         os.environ.setdefault(key, value)
 
 
 @app.callback()
-def _every_command() -> None:
+def _every_command(ctx: typer.Context) -> None:
     """Runs before any command: privacy defaults first, whatever the command imports later."""
-    _private_defaults()
+    _private_defaults(ctx.invoked_subcommand)
 
 
 DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}

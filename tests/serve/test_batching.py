@@ -96,11 +96,14 @@ def test_a_cancelled_request_frees_its_slot(loaded, batched_server):
 
     async def cancel_after_first_piece():
         cancelled = threading.Event()
-        return await batched.generate(inputs, Request, lambda piece: cancelled.set(), cancelled)
+        out = await batched.generate(inputs, Request, lambda piece: cancelled.set(), cancelled)
+        deadline = time.time() + 5
+        while batched.manager.batch_processor.scheduler.active_requests and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        return out
 
     out = asyncio.run(cancel_after_first_piece())
     assert out["finish_reason"] == "cancelled"
-    deadline = time.time() + 5
-    while batched.manager.batch_processor.scheduler.active_requests and time.time() < deadline:
-        time.sleep(0.05)
     assert not batched.manager.batch_processor.scheduler.active_requests
+    assert not batched.manager.output_router.result_handlers  # nothing left behind for the cancelled request
+    assert batched.manager.is_running()

@@ -121,6 +121,16 @@ def test_privtune_train_lets_openmp_threads_sleep_unless_told_otherwise(tickets_
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
+def test_privtune_serve_keeps_openmp_spinning(cli, monkeypatch):
+    """A server owns its cores: its batched decode needs libgomp's spinning default."""
+    import os
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert cli("serve", "no-such-model", "--port", "0")[0] == 2  # stops at the port, before loading anything
+    assert "OMP_WAIT_POLICY" not in os.environ
+
+
 def test_the_wait_policy_is_set_before_torch_is_imported(tmp_path):
     """libgomp reads OMP_WAIT_POLICY once, when torch loads it: later is too late."""
     import subprocess

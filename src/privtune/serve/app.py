@@ -320,7 +320,7 @@ def create_app(loaded: LoadedModel, served_name: str, api_key: str | None = None
             raise HTTPException(400, str(exc)) from None
         def work(on_text) -> asyncio.Future:
             if batched is not None:
-                return asyncio.ensure_future(batched.generate(inputs, body, on_text, cancelled))
+                return asyncio.ensure_future(batched.generate(inputs, body, on_text, cancelled, body.stream))
             return loop.run_in_executor(None, generator.run, inputs, body, on_text, cancelled)
 
         if not body.stream:

@@ -5,7 +5,7 @@ of them), so throughput grows with concurrency instead of staying flat. transfor
 one background thread with a paged KV cache of a fixed size; privtune sizes that cache itself
 (`kv_cache_tokens`), because the manager's default takes a share of the host's free memory (~14 GB
 for a 135M model on a 24 GB machine), and it refuses what the manager cannot survive: a request
-larger than the whole cache, and a temperature of 0 (greedy is top_k=1 instead, the same tokens).
+larger than the whole cache, and a temperature of 0 (greedy is top_p=0 instead, the same tokens).
 
 Per-request temperature and top_p are honoured; a seed cannot be (one RNG is shared by every request
 in a batch), stop strings are matched on the decoded text as in the sequential server.
@@ -19,8 +19,9 @@ import uuid
 
 from privtune.models.inference import LoadedModel
 
-GREEDY = {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
-"""Exact argmax through the sampling processors: the manager samples for every request or none."""
+GREEDY = {"temperature": 1.0, "top_p": 0.0}
+"""Exact argmax through the sampling processors (the manager samples for every request or none): top_p 0
+keeps only the most likely token. No top_k processor: it would sort the vocabulary a second time a step."""
 POLL_SECONDS = 0.25
 
 
@@ -38,10 +39,9 @@ class BatchedGenerator:
         page = page_size or (256 if on_gpu else 64)
         self.kv_cache_tokens = max(page, kv_cache_tokens // page * page)
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        vocabulary = int(model.config.vocab_size)
-        defaults = GenerationConfig(do_sample=True, temperature=0.7, top_k=vocabulary, top_p=0.95,  # each processor
-                                    max_new_tokens=128, eos_token_id=self.stops or None,          # on, so a request
-                                    pad_token_id=tokenizer.pad_token_id)                          # can set it
+        defaults = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.95, top_k=0,  # the processors on, so
+                                    max_new_tokens=128, eos_token_id=self.stops or None,  # a request can set them
+                                    pad_token_id=tokenizer.pad_token_id)
         batching = ContinuousBatchingConfig(page_size=page, num_blocks=self.kv_cache_tokens // page,
                                             max_batch_tokens=max_batch_tokens or (2048 if on_gpu else 512),
                                             per_request_processors=True, max_queue_size=4096)
@@ -68,7 +68,7 @@ class BatchedGenerator:
             return dict(GREEDY)
         return {"temperature": float(request.temperature), "top_p": float(request.top_p)}
 
-    async def generate(self, inputs, request, on_text, cancelled: threading.Event) -> dict:
+    async def generate(self, inputs, request, on_text, cancelled: threading.Event, streamed: bool = True) -> dict:
         """Submit, stream text pieces to `on_text` as tokens arrive, and return the sequential server's result."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
@@ -86,7 +86,7 @@ class BatchedGenerator:
             if done.done():
                 return
             if cancelled.is_set():  # its client left, or the server is stopping: free the slot at once
-                self.manager.cancel_request(request_id)
+                self.cancel(request_id)
                 finish("cancelled", 0)
                 return
             if output.error:
@@ -103,13 +103,14 @@ class BatchedGenerator:
                 on_text(text[len(sent[0]):])
                 sent[0] = text
             if hit:  # streamed pieces may have begun the stop string, as in the sequential server; the text may not
-                self.manager.cancel_request(request_id)
+                self.cancel(request_id)
                 finish("stop", len(generated), text)
             elif output.is_finished():
                 finish("stop" if generated and generated[-1] in self.stops else "length", len(generated))
 
         self.manager.register_result_handler(request_id, on_output)
-        added = self.manager.add_request(inputs["input_ids"][0].tolist(), request_id=request_id, streaming=True,
+        streaming = bool(stops) or streamed  # else one delivery at the end: no decoding and no callback per token
+        added = self.manager.add_request(inputs["input_ids"][0].tolist(), request_id=request_id, streaming=streaming,
                                          max_new_tokens=request.max_tokens, eos_token_id=self.stops or None,
                                          **self.sampling(request))
         if added is None:
@@ -117,9 +118,18 @@ class BatchedGenerator:
         while not done.done():
             await asyncio.wait({done}, timeout=POLL_SECONDS)
             if cancelled.is_set() and not done.done():  # its client left, or the server is stopping
-                self.manager.cancel_request(request_id)
+                self.cancel(request_id)
                 finish("cancelled", 0)
         return done.result()
+
+    def cancel(self, request_id: str) -> None:
+        """Free the request's KV-cache pages, and drop its result handler: transformers drops a handler when
+        its request finishes, but a cancelled request never does, so every cancel would leave one behind for
+        the server's life. There is no public call to remove it (transformers 5.24)."""
+        self.manager.cancel_request(request_id)
+        router = self.manager.output_router
+        with router._lock:
+            router.result_handlers.pop(request_id, None)
 
     def close(self) -> None:
         """Cancel what is left and stop the manager's thread (it is not a daemon: it would hold the process)."""

@@ -3,8 +3,9 @@
 transformers' own `transformers serve` needs the request's model to be the exact path and does not
 apply a PEFT adapter, so privtune serves with a small FastAPI app: /v1/models, /v1/chat/completions
 (with streaming), /v1/completions, optional bearer-token auth. Generation runs one request at a
-time in a worker thread (the model is not thread-safe); requests queue. Bad requests get a 4xx with
-a message, anything unexpected a JSON 500, never a traceback.
+time in a worker thread (the model is not thread-safe) and requests queue, or, with `batching`,
+concurrent requests are batched continuously (serve/batching.py). Bad requests get a 4xx with a
+message, anything unexpected a JSON 500, never a traceback.
 
 Nothing a client sends may hold the server: a body over `max_body_bytes` is refused (413) as it
 arrives, before it is buffered or parsed; a prompt over `max_prompt_tokens` is refused (400) before

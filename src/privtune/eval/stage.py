@@ -98,19 +98,29 @@ def loss_batches(lengths: list[int], order: list[int], batch_size: int, vocabula
 
 
 def example_losses(loaded: LoadedModel, rows: list[dict]) -> list[tuple[float, int]]:
-    """(summed next-token loss over trained tokens, trained tokens) of each row, in one forward pass."""
+    """(summed next-token loss over trained tokens, trained tokens) of each row, in one forward pass.
+
+    Rows are padded on the left, so every row's trained tokens (its last reply) sit in the last columns,
+    and the output head runs only there (`logits_to_keep`): over a 49K vocabulary, logits at every prompt
+    position cost more than the rest of the pass.
+    """
     import torch
 
     if loaded.model.config.is_encoder_decoder:
         return [single_example_loss(loaded, row) for row in rows]
     width = max(len(r["input_ids"]) for r in rows)
     pad = loaded.tokenizer.pad_token_id or 0
-    ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in rows])
-    attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows])
-    trained = torch.tensor([list(r["assistant_masks"]) + [0] * (width - len(r["input_ids"])) for r in rows])
+    padding = [width - len(r["input_ids"]) for r in rows]
+    ids = torch.tensor([[pad] * n + r["input_ids"] for n, r in zip(padding, rows)])
+    attention = torch.tensor([[0] * n + [1] * len(r["input_ids"]) for n, r in zip(padding, rows)])
+    trained = torch.tensor([[0] * n + list(r["assistant_masks"]) for n, r in zip(padding, rows)])
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as without padding
+    first = [int(t.nonzero()[0]) if t.any() else width for t in trained]
+    keep = max(1, width - max(0, min(first) - 1))  # from the position that predicts the first trained token
     device = loaded.model.device
-    logits = loaded.model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
-    targets, weights = ids[:, 1:].to(device), trained[:, 1:].to(device)
+    logits = loaded.model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                          position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+    targets, weights = ids[:, width - keep + 1:].to(device), trained[:, width - keep + 1:].to(device)
     losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
     sums = (losses * weights).sum(dim=1).tolist()
     return [(total, int(count)) for total, count in zip(sums, weights.sum(dim=1).tolist())]

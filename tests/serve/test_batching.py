@@ -46,6 +46,26 @@ def sequential_answers(loaded, **extra):
                                                       "max_tokens": 40, **extra}).json() for p in PROMPTS]
 
 
+def same_or_near_tie(loaded, prompt: str, got: str, expected: str, tolerance: float = 0.05) -> bool:
+    """Equal, or they part where the model's two candidate tokens are within `tolerance` in logit: batched
+    kernels sum in another order than one-at-a-time ones, which can flip such a near-tie (and nothing else)."""
+    import torch
+
+    if got == expected:
+        return True
+    tokenizer = loaded.tokenizer
+    a, b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (got, expected))
+    k = next(i for i, (x, y) in enumerate(zip(a + [-1], b + [-2])) if x != y)
+    if k >= min(len(a), len(b)):
+        return False
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + b[:k]
+    with torch.no_grad():
+        logits = loaded.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    return abs(float(logits[a[k]] - logits[b[k]])) < tolerance
+
+
 def test_batched_greedy_answers_equal_the_sequential_ones(loaded, batched_server):
     url, _ = batched_server
 
@@ -56,15 +76,21 @@ def test_batched_greedy_answers_equal_the_sequential_ones(loaded, batched_server
 
     expected = sequential_answers(loaded)
     got = asyncio.run(concurrently())
-    assert [r.choices[0].message.content for r in got] == [e["choices"][0]["message"]["content"] for e in expected]
-    assert [r.choices[0].finish_reason for r in got] == [e["choices"][0]["finish_reason"] for e in expected]
-    assert [r.usage.completion_tokens for r in got] == [e["usage"]["completion_tokens"] for e in expected]
-    assert any(r.choices[0].message.content.startswith('{"category"') for r in got)
+    texts = [r.choices[0].message.content for r in got]
+    wanted = [e["choices"][0]["message"]["content"] for e in expected]
+    assert all(same_or_near_tie(loaded, p, t, w) for p, t, w in zip(PROMPTS, texts, wanted)), (texts, wanted)
+    assert sum(t == w for t, w in zip(texts, wanted)) >= len(PROMPTS) - 1  # a near-tie is rare, not the rule
+    assert all((r.choices[0].finish_reason, r.usage.completion_tokens) ==
+               (e["choices"][0]["finish_reason"], e["usage"]["completion_tokens"])
+               for r, e, t, w in zip(got, expected, texts, wanted) if t == w)
+    assert any(t.startswith('{"category"') for t in texts)
+    assert not same_or_near_tie(loaded, PROMPTS[0], '{"category": "zzz"}', wanted[0])  # the check can fail
 
     stopped = asyncio.run(concurrently(stop=['"priority"']))
     stop_expected = sequential_answers(loaded, stop=['"priority"'])
-    assert [r.choices[0].message.content for r in stopped] == [e["choices"][0]["message"]["content"]
-                                                              for e in stop_expected]
+    texts = [r.choices[0].message.content for r in stopped]
+    wanted = [e["choices"][0]["message"]["content"] for e in stop_expected]
+    assert all(same_or_near_tie(loaded, p, t, w) for p, t, w in zip(PROMPTS, texts, wanted)), (texts, wanted)
     assert any(r.choices[0].finish_reason == "stop" and '"priority"' not in r.choices[0].message.content
                for r in stopped)
 

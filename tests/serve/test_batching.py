@@ -8,13 +8,12 @@ import time
 
 import openai
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from privtune.models.inference import load_for_inference
 from privtune.serve.app import create_app
-from tests.fake_teacher import _free_port
 from tests.serve.test_serve import TICKET
+from tests.serve.test_trust import running
 
 PROMPTS = [f"{TICKET} ({i})" for i in range(6)] + ["Hello!", "Where is my parcel? It is late. Please help."]
 
@@ -28,15 +27,8 @@ def loaded(tuned_model):
 @pytest.fixture(scope="module")
 def batched_server(loaded):
     app = create_app(loaded, "tuned", batching=True, kv_cache_tokens=512)  # less than 8 requests need: some wait
-    port = _free_port()
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    while not instance.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}/v1", app
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with running(app) as port:
+        yield f"http://127.0.0.1:{port}/v1", app
     assert not app.state.batched.manager.is_running()  # the lifespan stopped the batching thread
 
 

@@ -18,11 +18,11 @@ import threading
 import uuid
 
 from privtune.models.inference import LoadedModel
+from privtune.serve.app import POLL_SECONDS
 
 GREEDY = {"temperature": 1.0, "top_p": 0.0}
 """Exact argmax through the sampling processors (the manager samples for every request or none): top_p 0
 keeps only the most likely token. No top_k processor: it would sort the vocabulary a second time a step."""
-POLL_SECONDS = 0.25
 
 
 class BatchedGenerator:

@@ -1,28 +1,43 @@
-"""Generate rows: the near-duplicate filter against rouge_score brute force (Alpaca's way)."""
+"""Generate rows: the near-duplicate filter against rouge_score brute force (Alpaca's way).
+
+On two kinds of data, both made here from nothing outside the project: self-similar instructions
+(what a teacher imitating seed tasks writes) and diverse prompts (what real users write)."""
 
 from __future__ import annotations
 
-import json
+import ast
+import hashlib
+import platform
 import random
+import re
+import sysconfig
 import time
+from pathlib import Path
 
-from common import SHARED_SEEDS, Row
+from common import Row, self_instruct_instructions
 
 BRUTE = 1_500     # brute force is O(n^2) at ~50 us a pair: measured on this many, projected beyond
 INDEXED = 4_000
 STREAM = 70_000
+DIVERSE = 2_000   # measured both: most are kept, so brute force scores ~2 million pairs
+
+# Pure-Python standard-library modules present in Python 3.11 and later, core (not split out by
+# distributions, as tkinter or idlelib may be). Their docstrings are read from source, not imported.
+STDLIB = ("argparse ast base64 bdb bisect calendar cmd code codecs collections colorsys configparser contextlib "
+          "copy csv dataclasses datetime difflib dis doctest enum filecmp fileinput fnmatch fractions ftplib "
+          "functools getopt gettext glob gzip heapq hmac imaplib inspect ipaddress json locale logging mailbox "
+          "mimetypes netrc numbers operator optparse os pathlib pdb pickle pkgutil platform plistlib poplib "
+          "pprint profile pstats pydoc queue random re reprlib sched secrets selectors shelve shlex shutil "
+          "smtplib socket socketserver statistics string subprocess symtable tarfile tempfile textwrap "
+          "threading timeit tokenize trace traceback types typing uuid warnings wave weakref webbrowser zipapp "
+          "zipfile _pydecimal").split()
 
 
 def instructions(count: int, seed: int) -> tuple[list[str], str]:
-    """Instructions recombined from the seed tasks (halves spliced, words swapped), or synthetic."""
+    """Self-instruct-like: 175 generated "seed" instructions, then recombined (halves spliced, words
+    swapped) as an LLM imitating its seeds would, so many candidates are near-duplicates."""
     rng = random.Random(seed)
-    if SHARED_SEEDS.is_file():
-        base = [json.loads(l)["instruction"] for l in SHARED_SEEDS.read_text().splitlines() if l.strip()]
-        origin = "recombined from the 175 Alpaca seed instructions"
-    else:
-        words = "write explain list give describe a the short poem story email about why how three tips for".split()
-        base = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 15))) for _ in range(175)]
-        origin = "synthetic (../shared not present)"
+    base = [text for text, _, _ in self_instruct_instructions(175, rng)]
     vocabulary = sorted({w for text in base for w in text.split()})
     out = []
     for _ in range(count):
@@ -32,7 +47,32 @@ def instructions(count: int, seed: int) -> tuple[list[str], str]:
         for _ in range(rng.randint(0, 3)):
             words[rng.randrange(len(words))] = rng.choice(vocabulary)
         out.append(" ".join(words))
-    return out, origin
+    digest = hashlib.sha256("\n".join(out).encode()).hexdigest()[:12]
+    return out, (f"synthetic self-instruct-like instructions (benchmarks/common.py templates, seed {seed}, sha256 "
+                 f"{digest}): 175 generated, then recombined (halves spliced, words swapped)")
+
+
+def diverse_prompts(count: int, seed: int) -> tuple[list[str], str]:
+    """Prompts that are not self-similar, as real users' are: prose paragraphs (4-150 words, no
+    doctests, mostly words) of the docstrings in the STDLIB modules' source, sorted, then sampled."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    paragraphs = set()
+    for name in STDLIB:
+        path = root / f"{name}.py"
+        tree = ast.parse((path if path.is_file() else root / name / "__init__.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                for paragraph in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
+                    words = paragraph.split()
+                    prose = sum(map(str.isalpha, words)) >= 0.6 * len(words)
+                    if ">>>" not in paragraph and 4 <= len(words) <= 150 and prose:
+                        paragraphs.add(" ".join(words))
+    pool = sorted(paragraphs)
+    prompts = random.Random(seed).sample(pool, count)
+    digest = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:12]
+    return prompts, (f"{count:,} of {len(pool):,} prose paragraphs of docstrings in {len(STDLIB)} standard-library "
+                     f"modules' source (bench_generate.STDLIB; Python {platform.python_version()}, seed {seed}, "
+                     f"sha256 {digest}): the same set for a given Python version, another on another")
 
 
 def brute_force(stream: list[str], threshold: float = 0.7) -> list[bool]:
@@ -82,6 +122,10 @@ def rows() -> list[Row]:
     per_pair = brute_s / max(1, pairs(brute))
     projected_4k = per_pair * pairs(ours_4k)
     stream_decisions, stream_s = _timed(indexed, stream, 0.7, hint)
+    prompts, prompts_origin = diverse_prompts(DIVERSE, seed=7)
+    diverse_brute, diverse_brute_s = _timed(brute_force, prompts)
+    diverse_ours, diverse_ours_s = _timed(indexed, prompts, 0.7, prompts[:175])
+    diverse_identical = diverse_brute == diverse_ours
     return [
         Row(f"near-dup filter, {BRUTE:,} instructions (measured both)", f"{ours_s:.2f} s", f"{brute_s:.1f} s (rouge_score, all pairs)",
             brute_s / ours_s, "identical decisions", identical,
@@ -94,4 +138,10 @@ def rows() -> list[Row]:
             "70,000 in <= 30 s", stream_s <= 30,
             f"{sum(stream_decisions):,} kept; brute force not run (projected "
             f"{per_pair * pairs(stream_decisions) / 3600:.0f} h at the measured per-pair time)"),
+        Row(f"near-dup filter, {DIVERSE:,} diverse (non-self-similar) prompts (measured both)",
+            f"{diverse_ours_s:.2f} s", f"{diverse_brute_s:.1f} s (rouge_score, all pairs)",
+            diverse_brute_s / diverse_ours_s, "identical decisions", diverse_identical,
+            f"{prompts_origin}; keep/reject decisions identical: {diverse_identical}; {sum(diverse_ours):,} kept; "
+            f"{diverse_brute_s / max(1, pairs(diverse_brute)) * 1e6:.0f} us a pair for rouge_score; token order "
+            f"hint: the first 175 prompts"),
     ]

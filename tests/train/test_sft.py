@@ -130,3 +130,19 @@ def test_cli_train_bad_recipe_value_and_missing_model(tickets_dataset, tiny_mode
     assert code == 2 and "learning_rate" in out and "must be positive" in out and "Traceback" not in out
     code, out = cli("train", "--data", tickets_dataset.path, "--model", "./nowhere", "--workspace", workspace.root)
     assert code == 2 and "model path does not exist" in out
+
+
+def test_the_last_step_is_evaluated_once(tickets_dataset, tiny_model, workspace, monkeypatch):
+    """transformers evaluates at the last step when evaluating every N steps; privtune reuses that loss
+    instead of a second pass over the validation split."""
+    from transformers import Trainer
+
+    calls = []
+    evaluate = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: calls.append(self.state.global_step)
+                        or evaluate(self, *a, **k))
+    config = train_config("lora", max_steps=4, eval_steps=2)
+    artifact, _ = sft.run(str(tickets_dataset.path), str(tiny_model), config, workspace)
+    assert calls == [0, 2, 4]
+    logged = [json.loads(l) for l in (artifact.path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics(artifact)["eval_loss_end"] == [l for l in logged if "eval_loss" in l][-1]["eval_loss"]

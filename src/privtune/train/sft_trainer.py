@@ -3,6 +3,8 @@ masks that prep wrote."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from privtune.artifacts import Artifact
 from privtune.train.config import TrainConfig
 
@@ -26,9 +28,41 @@ def resolve_packing(config: TrainConfig, use_cpu: bool) -> str:
     return "none" if use_cpu else "bfd"
 
 
+@contextmanager
+def trained_positions_only():
+    """Have TRL's fused LM head project only the positions that are learned, on every device.
+
+    TRL scores only the trained (label != -100) positions on CUDA/XPU, but every position elsewhere,
+    to keep tile shapes fixed for compiled backends (Neuron). On a CPU, in eager mode, that is the
+    vocabulary projection, softmax and its backward for prompt tokens whose loss is thrown away:
+    on the demo's tickets (14 of 77 tokens learned) it was 37% of a training step. The losses are
+    the same either way (tests/train/test_sft_trainer.py).
+    """
+    import trl.trainer.utils as trl_utils
+
+    everywhere = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = everywhere
+
+
+def sft_trainer_class():
+    """SFTTrainer whose loss and evaluation project only the learned positions (trained_positions_only)."""
+    from trl import SFTTrainer
+
+    class CompactSFTTrainer(SFTTrainer):
+        def compute_loss(self, *args, **kwargs):
+            with trained_positions_only():
+                return super().compute_loss(*args, **kwargs)
+
+    return CompactSFTTrainer
+
+
 def build_trainer(model, tokenizer, adapter, dataset: Artifact, config: TrainConfig, args: dict, callbacks):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     packing = resolve_packing(config, use_cpu=args["use_cpu"])
     sampling = {"train_sampling_strategy": "group_by_length"} if packing == "none" else {}
@@ -36,9 +70,9 @@ def build_trainer(model, tokenizer, adapter, dataset: Artifact, config: TrainCon
                          packing_strategy="wrapped" if packing == "wrapped" else "bfd",
                          padding_free=packing == "bfd", assistant_only_loss=False, completion_only_loss=None,
                          dataset_num_proc=None, model_init_kwargs=None)
-    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=load_split(dataset, "train", config),
-                         eval_dataset=load_split(dataset, "validation", config), processing_class=tokenizer,
-                         peft_config=adapter, callbacks=callbacks)
+    trainer = sft_trainer_class()(model=model, args=sft_args, train_dataset=load_split(dataset, "train", config),
+                                     eval_dataset=load_split(dataset, "validation", config), processing_class=tokenizer,
+                                     peft_config=adapter, callbacks=callbacks)
     for noisy in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(noisy)
     return trainer

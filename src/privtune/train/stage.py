@@ -200,9 +200,23 @@ def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, data
         except torch.OutOfMemoryError:
             raise PrivtuneError("out of memory", field="batch_size", hint="lower --set batch_size, raise "
                                 "gradient_accumulation, lower max_length, or use --recipe qlora") from None
-        end_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
+        end_eval = final_eval_loss(trainer)
         return Result(_finish(staging, trainer, tokenizer, dataset, model_ref, method, config, options, is_seq2seq,
                               result, start_eval, end_eval, resume_from, template_info), reused=False)
+
+
+def final_eval_loss(trainer) -> float | None:
+    """The validation loss after training, evaluated once.
+
+    With `eval_steps` set, transformers evaluates at the last step too; evaluating again would
+    cost a whole pass over the validation split for the same number.
+    """
+    if trainer.eval_dataset is None:
+        return None
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
+            return entry["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
 
 
 def train_or_reload(trainer, resume_from: Path | None):

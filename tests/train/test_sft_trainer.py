@@ -1,0 +1,67 @@
+"""The SFT trainer's loss: TRL's fused LM head, projecting only the learned positions on CPU too."""
+
+import pytest
+import torch
+
+from privtune.train import stage
+from privtune.train.method import method_of
+from privtune.train.sft_trainer import build_trainer
+from tests.conftest import train_config
+
+
+@pytest.fixture(scope="module")
+def trainer(tickets_dataset, tiny_model, tmp_path_factory):
+    from privtune.contract import dataset_artifact
+    from privtune.artifacts import Workspace
+    from privtune.models.loading import ModelRef
+
+    config = train_config("lora", **{"lora.dropout": 0.0})
+    method = method_of("lora")
+    base = stage.load_model(ModelRef(location=str(tiny_model)), method, config, "fp32")
+    adapter = stage.peft_config(method, config, base, is_seq2seq=False)
+    dataset = dataset_artifact(str(tickets_dataset.path), Workspace(tickets_dataset.path.parent))
+    args = stage.trainer_arguments(config, tmp_path_factory.mktemp("ckpt"), stage.precision_flags(config), True, "none")
+    from transformers import AutoTokenizer
+
+    return build_trainer(base, AutoTokenizer.from_pretrained(tiny_model), adapter, dataset, config, args, [])
+
+
+def loss_and_grads(trainer, batch, compact: bool):
+    """One forward and backward through SFTTrainer.compute_loss, with or without the compact projection."""
+    import trl
+
+    model = trainer.model
+    model.zero_grad()
+    compute = trainer.compute_loss if compact else super(type(trainer), trainer).compute_loss
+    loss = compute(model, dict(batch))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert trl.trainer.utils._use_triton(torch.device("cpu")) is False  # restored after the call
+    return loss.detach(), grads
+
+
+def test_compact_projection_gives_the_same_loss_and_gradients(trainer):
+    batch = next(iter(trainer.get_train_dataloader()))
+    trained = (batch["labels"][:, 1:] != -100).sum().item()
+    assert 0 < trained < batch["labels"][:, 1:].numel()  # the batch has prompt tokens to skip
+    full_loss, full_grads = loss_and_grads(trainer, batch, compact=False)
+    compact_loss, compact_grads = loss_and_grads(trainer, batch, compact=True)
+    assert torch.allclose(full_loss, compact_loss, rtol=1e-5, atol=1e-6), (full_loss, compact_loss)
+    assert full_grads.keys() == compact_grads.keys() and full_grads
+    for name, grad in full_grads.items():
+        assert torch.allclose(grad, compact_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_compact_projection_scores_only_the_trained_rows(trainer, monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    seen = []
+    original = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: seen.append(hidden.shape[0]) or original(hidden, *rest))
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, dict(batch))
+        super(type(trainer), trainer).compute_loss(trainer.model, dict(batch))
+    labels = batch["labels"][:, 1:]
+    assert seen == [(labels != -100).sum().item(), labels.numel()]

@@ -169,7 +169,8 @@ def generate(
                         max_retries=config.retries, allow_remote=allow_remote)
     if dry_run:
         source = stage.load_source(seeds, docs, config)
-        typer.echo(stage.dry_run(endpoint, source, config, stage.template_text(config, source.mode), redact_text))
+        typer.echo(stage.dry_run(endpoint, source, config, stage.template_text(config, source.mode), redact_text,
+                                 model=model, workspace=_workspace(workspace)))
         return
     artifact, found = stage.run(endpoint, model, config, _workspace(workspace), seeds=seeds, docs=docs,
                                 redact_text=redact_text, force=force)

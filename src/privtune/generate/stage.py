@@ -1,8 +1,10 @@
 """`privtune generate`: seeds or documents -> a teacher writes instruction data -> a dataset artifact.
 
-Self-instruct as Stanford Alpaca ran it: each request shows the teacher a few sampled seed tasks
-(and a few already generated), asks for a numbered batch of new ones, and the answers are parsed
-and filtered (length, block-list, non-text, exact and ROUGE-L near duplicates). Accepted examples
+How the teacher is asked is a style (privtune/generate/styles/, `--set style=`): self_instruct as
+Stanford Alpaca ran it (each request shows a few sampled seed tasks and a few already generated, and
+asks for a numbered batch of new ones), or magpie (the teacher writes each instruction from its chat
+template's pre-query text, then answers it). Every style's tasks are filtered the same way (length,
+block-list, non-text, exact and ROUGE-L near duplicates). Accepted examples
 are appended to a JSONL in the staging directory and flushed as they come, so a killed run resumes
 on the same command and stops at exactly N. Each request to the teacher is written to an egress log
 before it leaves (egress.py), so the manifest counts every request the teacher received, kills included.
@@ -14,7 +16,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import time
 from collections import Counter
@@ -33,9 +34,10 @@ from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
 from privtune.generate.egress import EGRESS_LOG, BudgetSpent, EgressLog, complete_lines
 from privtune.generate.neardup import NearDuplicateIndex
-from privtune.generate.parse import DEFAULT_BLOCKLIST, Task, parse_tasks, rejection_reason
+from privtune.generate.parse import DEFAULT_BLOCKLIST, Task, rejection_reason
 from privtune.generate.redact import redact
 from privtune.generate.seeds import Seed, load_seeds
+from privtune.generate.style import Plan, Reply, lookup, styles
 from privtune.ui import console, progress_bar
 
 ACCEPTED = "generated.jsonl"
@@ -48,6 +50,19 @@ stopped continues (same id, same kept examples) when it is raised."""
 class GenerateConfig(Config):
     num: int = 100
     """Examples to keep."""
+    style: str = "self_instruct"
+    """How the teacher is asked (a module of privtune/generate/styles): self_instruct (a numbered batch of tasks
+    from sampled seeds, Alpaca) or magpie (the teacher writes each instruction from its chat template's pre-query
+    text, then answers it: what small local teachers do well)."""
+    teacher_template: str = ""
+    """magpie: where the teacher's chat template comes from: its model folder, GGUF file, model artifact id or hub
+    id, a named template (chatml, alpaca) or a .jinja file; empty: the teacher's model name, if it is a model here."""
+    system_prompt: str = ""
+    """magpie: a system message that steers the teacher's instructions to a domain; sent with both requests."""
+    query_max_tokens: int = 128
+    """magpie: the longest instruction asked for; one cut off there is dropped."""
+    answer_temperature: float = 0.0
+    """magpie: sampling temperature of the answers (the instructions use `temperature`); 0 is greedy, as Magpie's."""
     seeds_per_prompt: int = 3
     generated_per_prompt: int = 2
     """Already-generated tasks mixed into each prompt, as self-instruct does."""
@@ -96,7 +111,7 @@ class GenerateConfig(Config):
     @model_validator(mode="after")
     def check(self):
         for name in ("num", "seeds_per_prompt", "tasks_per_request", "concurrency", "max_tokens", "chunk_chars",
-                     "max_failed_requests", "max_idle_requests", "max_words"):
+                     "max_failed_requests", "max_idle_requests", "max_words", "query_max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(name, f"must be at least 1, got {getattr(self, name)}")
         for name in ("generated_per_prompt", "retries", "max_requests", "min_words"):
@@ -113,6 +128,10 @@ class GenerateConfig(Config):
             raise ConfigValueError("rouge_threshold", "must be in (0, 1]")
         if self.temperature < 0:
             raise ConfigValueError("temperature", "must be >= 0")
+        if self.answer_temperature < 0:
+            raise ConfigValueError("answer_temperature", "must be >= 0")
+        if self.style not in styles():
+            raise ConfigValueError("style", f"unknown style '{self.style}': one of {', '.join(styles())}")
         if self.client not in ("lean", "openai"):
             raise ConfigValueError("client", f"must be lean or openai, got '{self.client}'")
         return self
@@ -122,15 +141,17 @@ class GenerateConfig(Config):
 class Source:
     """What the teacher is shown: seeds (self-instruct) or document chunks (docs)."""
 
-    mode: Literal["self_instruct", "docs"]
+    mode: Literal["self_instruct", "docs", "none"]
     seeds: list[Seed]
     chunks: list[tuple[str, str]]  # (source name, text)
     inputs: list[dict]
 
 
 def load_source(seeds: Path | None, docs: Path | None, config: GenerateConfig) -> Source:
-    if bool(seeds) == bool(docs):
+    if seeds and docs or not (seeds or docs or "none" in lookup(config.style).reads):
         raise PrivtuneError("pass exactly one of --seeds FILE or --docs DIR", field="--seeds")
+    if not (seeds or docs):  # a seed-free style
+        return Source("none", [], [], [])
     if seeds:
         if not Path(seeds).is_file():
             raise PrivtuneError("no such file", source=str(seeds), field="--seeds")
@@ -162,6 +183,20 @@ class Prompt:
     text: str
     shown: list[str]  # ids of the seeds or chunk shown
     next_number: int = 1  # the task number the prompt leaves open
+
+
+@dataclass
+class StyleContext:
+    """What a style's `prepare` may use: the run's settings, the student's tokenizer and where models are."""
+
+    config: GenerateConfig
+    source: Source
+    endpoint: Endpoint
+    workspace: Workspace
+    tokenizer: object
+    redact_text: bool = False
+    screen: object = lambda instruction: None
+    """(instruction) -> why the filters would drop it, or None: lets a style skip asking for its answer."""
 
 
 class PromptBuilder:
@@ -219,13 +254,18 @@ class Collector:
             self.index.add(record["instruction"])
             self.exact.add(record["instruction"].strip().lower())
 
-    def offer(self, task: Task, provenance: dict) -> bool:
+    def screen(self, task: Task) -> str | None:
+        """Why the filters drop this task, or None."""
         reason = rejection_reason(task, self.config.min_words, self.config.max_words, self.config.blocklist)
-        key = task.instruction.strip().lower()
-        if reason is None and key in self.exact:
+        if reason is None and task.instruction.strip().lower() in self.exact:
             reason = "duplicate"
         if reason is None and self.index.is_near_duplicate(task.instruction):
             reason = "near_duplicate"
+        return reason
+
+    def offer(self, task: Task, provenance: dict) -> bool:
+        reason = self.screen(task)
+        key = task.instruction.strip().lower()
         if reason:
             self.drops[reason] += 1
             return False
@@ -252,14 +292,6 @@ class Stats:
     parsed: int = 0
     unparsed_blocks: int = 0
     truncated_responses: int = 0
-
-
-async def _ask(client, endpoint: Endpoint, config: GenerateConfig, prompt: Prompt):
-    create = client.create if config.client == "lean" else client.chat.completions.create
-    return await create(
-        model=endpoint.model, messages=[{"role": "user", "content": prompt.text}],
-        temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-        stop=config.stop or None)
 
 
 async def _fatal(exc: Exception, endpoint: Endpoint, client) -> PrivtuneError | None:
@@ -316,14 +348,16 @@ def _not_found(exc: Exception, endpoint: Endpoint, listed: list[str] | None) -> 
                          hint=path_hint or "the server may route chat completions elsewhere; check its base URL")
 
 
-async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBuilder, collector: Collector,
+async def _produce(endpoint: Endpoint, config: GenerateConfig, plan: Plan, collector: Collector,
                    stats: Stats, egress: EgressLog, mode: str) -> str | None:
     """Ask until `num` examples are kept; returns why it stopped short of that, or None.
 
     It stops short when the request budget is spent or when `idle_limit` answers in a row added nothing:
     without that a teacher repeating itself, or filters nothing passes, are asked forever. Requests
     already sent are answered and used first."""
-    client = endpoint.async_client(config.concurrency, lean=config.client == "lean", on_send=egress.record)
+    from privtune.generate.clients import Clients
+
+    clients = Clients(endpoint, config.concurrency, lean=config.client == "lean", on_send=egress.record)
     pending: dict[asyncio.Task, Prompt] = {}
     failures_in_a_row = idle = 0
     stopped = None
@@ -336,20 +370,20 @@ async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBu
                     if egress.spent():
                         stopped = spent
                         break
-                    prompt = builder.build(collector.kept)
-                    pending[asyncio.ensure_future(_ask(client, endpoint, config, prompt))] = prompt
+                    prompt = plan.build(collector.kept)
+                    pending[asyncio.ensure_future(plan.ask(clients, prompt))] = prompt
                 if not pending:
                     break
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     prompt = pending.pop(future)
                     try:
-                        response = future.result()
+                        reply = future.result()
                     except BudgetSpent:  # refused before anything was sent
                         stopped = stopped or spent
                         continue
                     except Exception as exc:  # the client already retried what is retryable
-                        fatal = await _fatal(exc, endpoint, client)
+                        fatal = await _fatal(exc, endpoint, clients.client)
                         if fatal:
                             raise fatal from None
                         stats.requests += 1
@@ -357,10 +391,10 @@ async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBu
                         idle += 1
                         _count_failure(exc, endpoint, config, stats, failures_in_a_row)
                     else:
-                        stats.requests += 1
+                        stats.requests += reply.calls
                         failures_in_a_row = 0
                         kept_before = len(collector.kept)
-                        _take(response, prompt, endpoint, collector, stats, config, mode)
+                        _take(reply, prompt, endpoint, collector, stats, config, mode)
                         idle = 0 if len(collector.kept) > kept_before else idle + 1
                         bar.update(task_id, completed=min(len(collector.kept), config.num))
                     if idle >= idle_limit(config) and not stopped:
@@ -370,7 +404,7 @@ async def _produce(endpoint: Endpoint, config: GenerateConfig, builder: PromptBu
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            await client.close()
+            await clients.close()
     return stopped
 
 
@@ -387,30 +421,21 @@ def _count_failure(exc: Exception, endpoint: Endpoint, config: GenerateConfig, s
                             field="--teacher-url", hint="what was accepted is kept; re-run the same command to resume")
 
 
-def _take(response, prompt: Prompt, endpoint: Endpoint, collector: Collector, stats: Stats,
+def _take(reply: Reply, prompt: Prompt, endpoint: Endpoint, collector: Collector, stats: Stats,
           config: GenerateConfig, mode: str) -> None:
-    usage = getattr(response, "usage", None)
-    if usage is not None:
-        stats.prompt_tokens += usage.prompt_tokens or 0
-        stats.completion_tokens += usage.completion_tokens or 0
-    choices = getattr(response, "choices", None) or []
-    content = choices[0].message.content if choices and choices[0].message else None
-    if not content or not content.strip():
-        stats.malformed_responses += 1
-        return
-    truncated = choices[0].finish_reason == "length"
-    stats.truncated_responses += int(truncated)
-    if not re.match(r"\s*(###|\d+\.)", content):  # it continued the prompt's open "N. Instruction:"
-        content = f"{prompt.next_number}. Instruction: {content}"
-    tasks, unparsed = parse_tasks(content, truncated)
-    stats.parsed += len(tasks)
-    stats.unparsed_blocks += unparsed
-    for task in tasks:
+    stats.prompt_tokens += reply.prompt_tokens
+    stats.completion_tokens += reply.completion_tokens
+    stats.malformed_responses += int(reply.malformed)
+    stats.truncated_responses += int(reply.truncated)
+    stats.parsed += len(reply.tasks)
+    stats.unparsed_blocks += reply.unparsed
+    collector.drops.update(reply.rejected)
+    for task in reply.tasks:
         if len(collector.kept) >= config.num:
             return
-        collector.offer(task, {"meta": {"source": "generate", "mode": mode, "shown": prompt.shown,
-                                        "teacher_model": endpoint.model, "request_id": getattr(response, "id", None),
-                                        "time": time.time()}})
+        collector.offer(task, {"meta": {"source": "generate", "mode": mode, "style": config.style,
+                                        "shown": prompt.shown, "teacher_model": endpoint.model,
+                                        "request_id": reply.request_id, "time": time.time()}})
 
 
 def to_example(record: dict) -> dict:
@@ -420,15 +445,26 @@ def to_example(record: dict) -> dict:
             "meta": record.get("meta", {})}
 
 
-def dry_run(endpoint: Endpoint, source: Source, config: GenerateConfig, template: str, redact_text: bool) -> str:
-    """One rendered prompt and where it would go; sends nothing."""
-    prompt = PromptBuilder(source, config, template, redact_text).build([])
+def dry_run(endpoint: Endpoint, source: Source, config: GenerateConfig, template: str, redact_text: bool, *,
+            model: str | None = None, workspace: Workspace | None = None) -> str:
+    """One rendered prompt and where it would go; sends nothing. Styles other than self_instruct are prepared
+    as a run prepares them (`model` and `workspace` find the tokenizers they render with)."""
+    route = "chat/completions"
+    if config.style == "self_instruct":
+        text = PromptBuilder(source, config, template, redact_text).build([]).text
+    else:
+        from privtune.models.loading import load_tokenizer, resolve_model
+
+        workspace = workspace or Workspace(None)
+        tokenizer = load_tokenizer(resolve_model(model, workspace)) if model else None
+        plan = lookup(config.style).prepare(StyleContext(config, source, endpoint, workspace, tokenizer, redact_text))
+        text, route = plan.dry_prompt(), plan.route
     try:
         endpoint.check()
         verdict = "allowed"
     except PrivtuneError as exc:
         verdict = f"REFUSED: {exc.message}"
-    return (f"{prompt.text}\n---\nwould send: POST {endpoint.public_url.rstrip('/')}/chat/completions "
+    return (f"{text}\n---\nwould send: POST {endpoint.public_url.rstrip('/')}/{route} "
             f"model={endpoint.model} concurrency={config.concurrency}\nhost {endpoint.host}: {verdict}\n"
             f"redaction: {'on' if redact_text else 'off'}; nothing was sent (--dry-run)")
 
@@ -443,15 +479,16 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
 
     endpoint.check()  # before anything else: a refused host costs nothing
     source = load_source(seeds, docs, config)
-    template = template_text(config, source.mode)
     model_ref = resolve_model(model, workspace)
     tokenizer = load_tokenizer(model_ref)
+    context = StyleContext(config, source, endpoint, workspace, tokenizer, redact_text)
+    plan = lookup(config.style).prepare(context)
     chat_template = choose_template(tokenizer, config.dataset.template)
     fingerprint = tokenizer_fingerprint(tokenizer, chat_template)
     what = {k: v for k, v in config_dict(config).items() if k not in LIMITS}
     identity = {"stage": "generate", "inputs": [i["sha256"] for i in source.inputs], "config": what,
                 "teacher": {"url": endpoint.base_url, "model": endpoint.model}, "redact": redact_text,
-                "template": stable_hash(template), "tokenizer": fingerprint}
+                "template": stable_hash(plan.template), "tokenizer": fingerprint}
     artifact_id = stable_hash(identity)
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force and not existing.manifest.get("stopped"):
@@ -459,23 +496,21 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     remote = not is_private_host(endpoint.host)
     if remote:
         console.print(f"[yellow]data leaves this machine[/]: prompts go to {endpoint.host} (--allow-remote); "
-                      f"each shows {config.seeds_per_prompt} of {len(source.seeds) or len(source.chunks)} "
-                      f"{'seed examples' if source.mode == 'self_instruct' else 'document chunks'}; "
-                      f"redaction {'on' if redact_text else 'off'}")
+                      f"{plan.describe()}; redaction {'on' if redact_text else 'off'}")
     staging = workspace.stage("dataset", artifact_id, fresh=force)
     if existing and not force and not (staging.path / ACCEPTED).exists():  # it stopped short: go on from there
         for name in (ACCEPTED, EGRESS_LOG, PROGRESS):
             if (existing.path / name).exists():
                 shutil.copy2(existing.path / name, staging.path / name)
     stats = Stats(**_load_progress(staging.path))
-    builder = PromptBuilder(source, config, template, redact_text)
     collector = Collector(staging.path / ACCEPTED, config, source.seeds)
+    context.screen = lambda instruction: collector.screen(Task(instruction, "", "-"))
     egress = EgressLog(staging.path / EGRESS_LOG, config.max_requests)
     if collector.kept or egress.sent:
         console.print(f"resuming: {len(collector.kept)} of {config.num} examples already accepted "
                       f"({egress.sent} requests sent so far)")
     try:
-        stopped = asyncio.run(_produce(endpoint, config, builder, collector, stats, egress, source.mode))
+        stopped = asyncio.run(_produce(endpoint, config, plan, collector, stats, egress, source.mode))
     finally:
         collector.close()
         egress.close()
@@ -485,16 +520,17 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
         _report_stop(stopped, len(kept), config, egress.sent, staging.path)
     dataset_stats = dataset.write_dataset(staging.path, [to_example(r) for r in kept], tokenizer, chat_template,
                                           config.dataset_settings(), source=str(staging.path / ACCEPTED))
-    metrics = {**dataset_stats, "generated": len(kept), "generation": {**stats.__dict__,
-                                                                       "dropped": dict(collector.drops)}}
+    blocks = stats.parsed + stats.unparsed_blocks
+    metrics = {**dataset_stats, "generated": len(kept),
+               "generation": {**stats.__dict__, "style": config.style, "dropped": dict(collector.drops),
+                              "parsed_share": round(stats.parsed / blocks, 4) if blocks else None}}
     manifest = {
-        "stage": "generate", "mode": source.mode, "parents": [], "inputs": source.inputs,
+        "stage": "generate", "mode": source.mode, "style": config.style, "parents": [], "inputs": source.inputs,
         "config": config_dict(config), "teacher": endpoint.describe(), "seed": config.seed, "metrics": metrics,
         "model": model_ref.location, "tokenizer_fingerprint": fingerprint, "stopped": stopped,
         "egress": {"host": endpoint.host, "remote": remote, "requests": egress.sent, "bytes": egress.bytes,
                    "log": EGRESS_LOG, "prompt_tokens": stats.prompt_tokens, "redacted": redact_text,
-                   "redactions": builder.redactions,
-                   "items_shown": len(source.seeds) if source.mode == "self_instruct" else len(source.chunks)},
+                   "redactions": plan.redactions(), "items_shown": plan.items_shown},
     }
     return Result(staging.finish(manifest), reused=False)
 
@@ -522,7 +558,8 @@ def _load_progress(folder: Path) -> dict:
 
 def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
     g = artifact.manifest["metrics"]["generation"]
-    rows = [("sent to the teacher (retries included)", str(artifact.manifest["egress"]["requests"])),
+    rows = [("style", artifact.manifest.get("style", "self_instruct")),
+            ("sent to the teacher (retries included)", str(artifact.manifest["egress"]["requests"])),
             ("requests after retries (failed)", f"{g['requests']} ({g['failed_requests']})"),
             ("tokens in / out", f"{g['prompt_tokens']} / {g['completion_tokens']}"),
             ("malformed responses", str(g["malformed_responses"])),

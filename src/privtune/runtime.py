@@ -27,6 +27,7 @@ from privtune.errors import PrivtuneError
 
 CPUINFO = Path("/proc/cpuinfo")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+PROC_STAT = Path("/proc/stat")
 MAX_THREADS = 4
 """The cap the README documents; not re-measured above 2 cores. `threads`/PRIVTUNE_THREADS lift it."""
 THREADS_ENV = "PRIVTUNE_THREADS"
@@ -69,6 +70,14 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
     return len(cores) or logical
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): there, bf16 autocast trains ~1.8x
+    faster than fp32 (benchmarks/bench_train_real.py); elsewhere it is emulated and slower."""
+    text = _read(CPUINFO) if cpuinfo is None else cpuinfo
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cpu_quota(cpu_max: str | None = None) -> int | None:
     """CPUs a cgroup v2 quota allows (`docker --cpus=2` on a 64-core host), rounded up; None if unlimited."""
     fields = (_read(CGROUP_CPU_MAX) if cpu_max is None else cpu_max).split()
@@ -91,6 +100,57 @@ def openmp_defaults() -> None:
     large matmuls do not notice. An explicit setting is left alone.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def machine_busy_seconds(stat: str | None = None) -> float | None:
+    """CPU seconds every process on the machine has run since boot (a hypervisor's steal counted as
+    busy: the core was not ours), from /proc/stat; None where there is none (not Linux)."""
+    first = (_read(PROC_STAT) if stat is None else stat).split("\n", 1)[0].split()
+    if len(first) < 9 or first[0] != "cpu" or not all(f.isdigit() for f in first[1:9]):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many cores other processes kept busy since the last reading: the machine's busy time less
+    this process's own (all its threads, spinning included)."""
+
+    def __init__(self, busy=None, clock=None):
+        import time
+
+        self._busy = busy or machine_busy_seconds
+        self._clock = clock or (lambda: (time.monotonic(), sum(os.times()[:2])))
+        self._last = self._sample()
+
+    def _sample(self):
+        return self._busy(), *self._clock()
+
+    def cores(self) -> float | None:
+        """Other processes' cores since the last call (or since created); None if the machine cannot say."""
+        now = self._sample()
+        (busy0, wall0, mine0), self._last = self._last, now
+        if now[0] is None or busy0 is None or now[1] <= wall0:
+            return None
+        return max(0.0, ((now[0] - busy0) - (now[2] - mine0)) / (now[1] - wall0))
+
+    @classmethod
+    def visible(cls) -> bool:
+        return machine_busy_seconds() is not None
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on, within its cgroup quota."""
+    allowed = allowed_cpus()
+    cpus = len(allowed) if allowed else (os.cpu_count() or 1)
+    return min(cpus, cpu_quota() or cpus)
+
+
+def threads_for_load(full: int, others: float | None, cpus: int) -> int:
+    """Threads to use while other processes keep `others` of our `cpus` busy: those left free, 1 to `full`."""
+    if others is None:
+        return full
+    return max(1, min(full, round(cpus - others)))
 
 
 def threads_from_env() -> int:

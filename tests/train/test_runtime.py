@@ -107,18 +107,31 @@ def test_dtype_rule():
     assert runtime.saved_dtype(config) == torch.float16
 
 
-def test_privtune_train_lets_openmp_threads_sleep_unless_told_otherwise(tickets_dataset, workspace, cli,
-                                                                       monkeypatch):
+def test_privtune_lets_openmp_threads_sleep_unless_told_otherwise(tickets_dataset, workspace, cli, monkeypatch):
     import os
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # recorded, so the test leaves the environment as it was
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    args = ("train", "--data", tickets_dataset.path, "--set", "learning_rate=-1", "--workspace", workspace.root)
-    assert cli(*args, "--model", "x")[0] == 2  # stops at the recipe, before any torch work
+    args = ("eval", "--model", "x", "--data", tickets_dataset.path, "--set", "batch_size=-1", "--workspace",
+            workspace.root)
+    assert cli(*args)[0] == 2  # stops at the settings, before any torch work
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    cli(*args, "--model", "x")
+    cli(*args)
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+@pytest.mark.parametrize("load_visible, policy", [(True, None), (False, "PASSIVE")])
+def test_privtune_train_spins_only_where_it_can_follow_the_load(load_visible, policy, tickets_dataset, workspace,
+                                                               cli, monkeypatch):
+    import os
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(runtime.OtherLoad, "visible", classmethod(lambda cls: load_visible))
+    args = ("train", "--data", tickets_dataset.path, "--set", "learning_rate=-1", "--workspace", workspace.root)
+    assert cli(*args, "--model", "x")[0] == 2  # stops at the recipe, before any torch work
+    assert os.environ.get("OMP_WAIT_POLICY") == policy
 
 
 def test_privtune_serve_keeps_openmp_spinning(cli, monkeypatch):
@@ -139,7 +152,85 @@ def test_the_wait_policy_is_set_before_torch_is_imported(tmp_path):
     code = ("import sys\nfrom privtune import runtime\nseen = []\n"
             "runtime.openmp_defaults = lambda: seen.append('torch' in sys.modules)\n"
             "from typer.testing import CliRunner\nfrom privtune.cli import app\n"
-            f"CliRunner().invoke(app, ['train', '--data', 'x', '--model', 'x', '--workspace', {str(tmp_path)!r}])\n"
+            f"CliRunner().invoke(app, ['eval', '--data', 'x', '--model', 'x', '--workspace', {str(tmp_path)!r}])\n"
             "print(seen)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[False]", out.stderr[-2000:]
+
+
+def test_machine_busy_seconds_reads_proc_stat():
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = f"cpu  {tick} 0 {tick} 900 7 0 0 {tick} 0 0\ncpu0 1 0 1 450 0 0 0 0 0 0\n"
+    assert runtime.machine_busy_seconds(stat) == pytest.approx(3.0)  # user + system + steal; idle, iowait not
+    assert runtime.machine_busy_seconds("") is None and runtime.machine_busy_seconds("intr 1 2\n") is None
+    assert runtime.OtherLoad.visible() == (runtime.machine_busy_seconds() is not None)
+
+
+def test_other_load_is_the_machine_busy_time_less_ours():
+    readings = iter([(100.0, 0.0, 5.0), (103.0, 2.0, 7.0), (104.0, 3.0, 9.0), (None, 4.0, 9.0)])
+    now = {}
+
+    def busy():
+        now["reading"] = next(readings)
+        return now["reading"][0]
+
+    load = runtime.OtherLoad(busy=busy, clock=lambda: now["reading"][1:])
+    assert load.cores() == pytest.approx(0.5)  # 3 busy seconds in 2 s, 2 of them ours
+    assert load.cores() == 0.0  # ours alone (never below 0)
+    assert load.cores() is None  # the machine stopped saying
+
+
+@pytest.mark.parametrize("others, threads", [(None, 2), (0.0, 2), (0.3, 2), (0.7, 1), (1.9, 1), (0.0, 2)])
+def test_threads_for_load_leaves_other_processes_their_cores(others, threads):
+    assert runtime.threads_for_load(2, others, cpus=2) == threads
+
+
+def test_threads_for_load_counts_idle_cpus_beyond_the_cap():
+    assert runtime.threads_for_load(4, 3.0, cpus=16) == 4  # 13 idle CPUs: still the capped 4
+    assert runtime.threads_for_load(4, 14.0, cpus=16) == 2
+
+
+def test_threads_follow_the_load_down_at_once_and_up_after_quiet_steps(restore_threads):
+    from privtune.train.callbacks import ThreadsFollowLoad
+
+    class Load:
+        def __init__(self, values):
+            self.values = iter(values)
+
+        def cores(self):
+            return next(self.values)
+
+    follow = ThreadsFollowLoad(2, 2, load=Load([0.1, 0.2, 1.0, 0.0, 0.0, 1.2, 0.0, 0.0, 0.0, 0.1]), quiet_steps=3)
+    assert follow.start(probe_seconds=0) == 2 and torch.get_num_threads() == 2
+    seen = []
+    for step in range(1, 10):
+        follow._follow(step)
+        seen.append(torch.get_num_threads())
+    assert seen == [2, 1, 1, 1, 1, 1, 1, 2, 2]  # down at once; up after 3 quiet steps in a row (a busy one resets)
+    assert follow.changes == [(2, 1), (8, 2)]
+
+
+def test_train_follows_the_load_only_when_privtune_picks_the_threads(monkeypatch, restore_threads):
+    monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
+    monkeypatch.setattr(runtime.OtherLoad, "visible", classmethod(lambda cls: True))
+    monkeypatch.setattr(runtime, "choose_threads", lambda override=0: override or 2)
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(runtime, "machine_busy_seconds", lambda: 0.0)  # nothing else runs
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    [follow] = sft.threads_following_load(train_config("lora", threads=0))
+    assert follow.full == 2 and torch.get_num_threads() in (1, 2)
+    assert sft.threads_following_load(train_config("lora", threads=1)) == []
+    monkeypatch.setenv(runtime.THREADS_ENV, "1")
+    assert sft.threads_following_load(train_config("lora", threads=0)) == []
+    monkeypatch.delenv(runtime.THREADS_ENV)
+    monkeypatch.setattr(runtime.OtherLoad, "visible", classmethod(lambda cls: False))
+    assert sft.threads_following_load(train_config("lora", threads=0)) == []
+
+
+def test_cpu_has_bf16_reads_the_flags():
+    assert runtime.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert runtime.cpu_has_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not runtime.cpu_has_bf16("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not runtime.cpu_has_bf16("")

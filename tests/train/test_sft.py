@@ -117,11 +117,22 @@ def test_dataset_from_another_tokenizer_is_refused(tickets_dataset, tmp_path, wo
     assert "tokenized for another model" in str(info.value)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
-def test_bf16_on_cpu_is_refused(tickets_dataset, tiny_model, workspace):
-    with pytest.raises(PrivtuneError) as info:
-        sft.run(str(tickets_dataset.path), str(tiny_model), train_config(precision="bf16"), workspace)
-    assert info.value.field == "precision"
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU rule")
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpu_precision_is_fp32_and_bf16_autocast_only_where_native(native_bf16, monkeypatch):
+    from privtune import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native_bf16)
+    flags = sft.precision_flags(train_config(precision="auto"))
+    assert not flags["bf16"] and not flags["fp16"] and flags["_dtype"] == "fp32"
+    refused = ["fp16"] + ([] if native_bf16 else ["bf16"])
+    for precision in refused:
+        with pytest.raises(PrivtuneError) as info:
+            sft.precision_flags(train_config(precision=precision))
+        assert info.value.field == "precision" and "needs a GPU" in str(info.value)
+    if native_bf16:  # asked for: autocast, the weights stay fp32
+        flags = sft.precision_flags(train_config(precision="bf16"))
+        assert flags["bf16"] and flags["_dtype"] == "fp32"
 
 
 def test_cli_train_bad_recipe_value_and_missing_model(tickets_dataset, tiny_model, workspace, cli):

@@ -1,5 +1,5 @@
-"""Trainer callbacks: a rich progress bar, a JSONL metrics log, checkpoint completion markers, and a
-per-epoch sampler seed that makes resume exact."""
+"""Trainer callbacks: a rich progress bar, a JSONL metrics log, checkpoint completion markers, a
+per-epoch sampler seed that makes resume exact, and torch threads that follow the machine's load."""
 
 from __future__ import annotations
 
@@ -140,3 +140,54 @@ class RichProgress(TrainerCallback):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class ThreadsFollowLoad(TrainerCallback):
+    """Use the cores that other processes leave free, re-read after every step and evaluation batch.
+
+    Training lets libgomp's idle threads spin: on an idle 2-core box, 2 spinning threads trained the
+    demo model 1.6x faster than 1 thread, while 2 sleeping threads (OMP_WAIT_POLICY=PASSIVE) were no
+    faster than 1. But a spinning thread that shares its core with another busy process runs 10x or
+    more slower than 1 thread (benchmarks/bench_train_real.py). So the thread count drops as soon as
+    other processes keep a core busy over a step, and comes back after `quiet_steps` steps without them.
+    """
+
+    def __init__(self, full: int, cpus: int, load=None, quiet_steps: int = 3):
+        from privtune.runtime import OtherLoad
+
+        self.full, self.cpus, self.quiet_steps = full, cpus, quiet_steps
+        self.load = load or OtherLoad()
+        self.quiet = 0
+        self.changes: list[tuple[int, int]] = []  # (step, threads)
+
+    def start(self, probe_seconds: float = 0.25) -> int:
+        """The thread count to begin with, from the other processes' load over `probe_seconds`."""
+        import torch
+
+        time.sleep(probe_seconds)
+        threads = self._wanted()
+        torch.set_num_threads(threads)
+        return threads
+
+    def _wanted(self) -> int:
+        from privtune.runtime import threads_for_load
+
+        return threads_for_load(self.full, self.load.cores(), self.cpus)
+
+    def _follow(self, step: int) -> None:
+        import torch
+
+        wanted, current = self._wanted(), torch.get_num_threads()
+        if wanted >= current:
+            self.quiet = self.quiet + 1 if wanted > current else 0
+            if wanted == current or self.quiet < self.quiet_steps:
+                return
+        self.quiet = 0
+        torch.set_num_threads(wanted)
+        self.changes.append((step, wanted))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._follow(state.global_step)
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self._follow(state.global_step)

@@ -75,9 +75,10 @@ def test_magpie_end_to_end_sends_the_pre_query_template_and_no_seed(client, teac
     m = artifact.manifest
     assert m["style"] == "magpie" and rows[0]["meta"]["style"] == "magpie" and m["egress"]["items_shown"] == 0
     g = m["metrics"]["generation"]
-    assert len(teacher.prompts) + len(teacher.chats) == m["egress"]["requests"] == teacher.requests
-    assert 40 <= g["requests"] <= teacher.requests  # units cancelled at N (at most 4 in flight) are in egress only
-    assert g["parsed"] == 20 and g["parsed_share"] == 1.0
+    # requests in flight when N is reached are cancelled: logged as sent, perhaps never read by the server
+    assert len(teacher.prompts) + len(teacher.chats) <= teacher.requests <= m["egress"]["requests"] <= teacher.requests + 4
+    assert 40 <= g["requests"] <= teacher.requests
+    assert 20 <= g["parsed"] <= 24 and g["parsed_share"] == 1.0
     assert ("style", "magpie") in stage.summary_rows(artifact)
 
 
@@ -113,7 +114,7 @@ def test_magpie_resumes_from_a_spent_budget_to_exactly_n(teacher, tiny_model, wo
     rows = [json.loads(l) for l in (again.path / stage.ACCEPTED).read_text().splitlines()]
     assert len(rows) == 30 and [r["instruction"] for r in rows[: len(kept)]] == kept
     assert len({r["instruction"] for r in rows}) == 30
-    assert again.manifest["egress"]["requests"] == teacher.requests
+    assert teacher.requests <= again.manifest["egress"]["requests"] <= teacher.requests + 4  # cancelled at N
 
 
 def test_pre_query_template_from_chatml_and_from_the_tiny_model(tiny_model, workspace):

@@ -114,24 +114,30 @@ class LeanChatClient:
         async with self._open().post(self.url, data=body, headers=self._headers) as response:
             return response.status, response.headers, await response.read()
 
+    def _response_model(self):
+        """The openai type an answer parses into, and what to call it in an error."""
+        from openai.types.chat import ChatCompletion
+
+        return ChatCompletion, "a chat completion"
+
     def _completion(self, status: int, headers, payload: bytes):
         """Validated by pydantic-core; a server that leaves out fields still parses, as with openai's."""
         import openai
-        from openai.types.chat import ChatCompletion
         from pydantic import ValidationError
 
+        model, what = self._response_model()
         try:
-            return ChatCompletion.model_validate_json(payload)
+            return model.model_validate_json(payload)
         except ValidationError:
             pass
         try:
             data = json.loads(payload)
             if isinstance(data, dict):
-                return ChatCompletion.construct(**data)
+                return model.construct(**data)
         except ValueError:
             data = payload.decode("utf-8", "replace")
         raise openai.APIResponseValidationError(self._response(status, headers, payload), data,
-                                                message="the response is not a chat completion")
+                                                message=f"the response is not {what}")
 
     def _request(self):
         import httpx2

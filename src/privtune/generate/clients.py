@@ -19,25 +19,10 @@ class LeanTextClient(LeanChatClient):
         super().__init__(*args, **kwargs)
         self.url = self.url.removesuffix("/chat/completions") + "/completions"
 
-    def _completion(self, status: int, headers, payload: bytes):
-        import openai
+    def _response_model(self):
         from openai.types import Completion
-        from pydantic import ValidationError
 
-        try:
-            return Completion.model_validate_json(payload)
-        except ValidationError:
-            pass
-        try:
-            import json
-
-            data = json.loads(payload)
-            if isinstance(data, dict):
-                return Completion.construct(**data)
-        except ValueError:
-            data = payload.decode("utf-8", "replace")
-        raise openai.APIResponseValidationError(self._response(status, headers, payload), data,
-                                                message="the response is not a text completion")
+        return Completion, "a text completion"
 
 
 class Clients:

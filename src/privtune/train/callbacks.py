@@ -146,10 +146,10 @@ class ThreadsFollowLoad(TrainerCallback):
     """Use the cores that other processes leave free, re-read after every step and evaluation batch.
 
     Training lets libgomp's idle threads spin: on an idle 2-core box, 2 spinning threads trained the
-    demo model 1.6x faster than 1 thread, while 2 sleeping threads (OMP_WAIT_POLICY=PASSIVE) were no
-    faster than 1. But a spinning thread that shares its core with another busy process runs 10x or
-    more slower than 1 thread (benchmarks/bench_train_real.py). So the thread count drops as soon as
-    other processes keep a core busy over a step, and comes back after `quiet_steps` steps without them.
+    demo model 1.7x faster than 1 thread (2.1 s a step against 3.6), while 2 sleeping threads
+    (OMP_WAIT_POLICY=PASSIVE) gained little. But 2 spinning threads beside another busy process took
+    over 20 s a step, against 3.5 s on 1 thread (README, "CPU threads"). So the thread count drops as
+    soon as other processes keep a core busy over a step, and comes back after `quiet_steps` quiet steps.
     """
 
     def __init__(self, full: int, cpus: int, load=None, quiet_steps: int = 3):
@@ -178,9 +178,12 @@ class ThreadsFollowLoad(TrainerCallback):
         import torch
 
         wanted, current = self._wanted(), torch.get_num_threads()
-        if wanted >= current:
-            self.quiet = self.quiet + 1 if wanted > current else 0
-            if wanted == current or self.quiet < self.quiet_steps:
+        if wanted == current:
+            self.quiet = 0
+            return
+        if wanted > current:  # more cores free: only after quiet_steps such readings in a row
+            self.quiet += 1
+            if self.quiet < self.quiet_steps:
                 return
         self.quiet = 0
         torch.set_num_threads(wanted)

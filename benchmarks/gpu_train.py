@@ -5,7 +5,9 @@ Run on a machine with an NVIDIA GPU (CI has none):
     .venv/bin/python benchmarks/gpu_train.py --only 1b-full
 MFU = tokens/s x (6N for full, ~4N for LoRA: no weight gradients) / peak bf16 dense FLOP/s
 (989 TFLOP/s on an H100 SXM). Sequences are packed (bfd) to `--seq` tokens with Alpaca-like
-lengths. Prints one Markdown table.
+lengths. tokens/s counts the tokens TRL trained on (its `num_tokens`) between the end of step
+`--warm` and the last step, so CUDA warm-up and the first allocations are left out. Prints one
+Markdown table.
 """
 
 from __future__ import annotations
@@ -44,7 +46,22 @@ def dataset(seq: int, count: int, vocab: int):
     return Dataset.from_dict({"input_ids": [[rng.randrange(vocab) for _ in range(n)] for n in lengths]})
 
 
-def run(name: str, method: str, shape: str, seq: int, steps: int, batch: int) -> dict:
+def step_clock():
+    """A callback that notes the wall time at the end of every step (after a CUDA sync)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+
+    return StepClock()
+
+
+def run(name: str, method: str, shape: str, seq: int, steps: int, batch: int, warm: int) -> dict:
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedTokenizerFast
@@ -71,20 +88,20 @@ def run(name: str, method: str, shape: str, seq: int, steps: int, batch: int) ->
                                                         task_type="CAUSAL_LM")
         args = SFTConfig(output_dir=folder + "/out", max_steps=steps, per_device_train_batch_size=batch,
                          learning_rate=1e-4, bf16=True, packing=True, padding_free=True, max_length=seq,
-                         gradient_checkpointing=method != "full" or shape != "1b", logging_steps=steps,
+                         gradient_checkpointing=method != "full" or shape != "1b", logging_steps=1,
                          save_strategy="no", report_to="none", disable_tqdm=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset(seq, steps * batch * 6, vocab),
-                             processing_class=tokenizer, peft_config=peft)
-        start = time.perf_counter()
+                             processing_class=tokenizer, peft_config=peft, callbacks=[clock := step_clock()])
         trainer.train()
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        tokens = steps * batch * seq  # packed rows are full
+        seen = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+        seconds = clock.times[-1] - clock.times[warm - 1]
+        tokens = seen[-1] - seen[warm - 1]
     per_token = 6 if method == "full" else 4
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), 989e12)
     tok_s = tokens / seconds
-    return {"run": name, "params": f"{n_params / 1e9:.2f}B", "seq": seq, "tokens/s": f"{tok_s:,.0f}",
+    return {"run": name, "params": f"{n_params / 1e9:.2f}B", "seq": seq, "batch": batch,
+            "timed": f"steps {warm + 1}-{steps}", "tokens/s": f"{tok_s:,.0f}",
             "MFU": f"{tok_s * per_token * n_params / peak:.1%}",
             "peak GiB": f"{torch.cuda.max_memory_allocated() / 2**30:.1f}", "gpu": gpu}
 
@@ -93,14 +110,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=None)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warm", type=int, default=3, help="steps left out of the timing")
     args = parser.parse_args()
     plan = [("1b-full", "full", "1b", 2048, 8), ("1b-lora", "lora", "1b", 2048, 8), ("8b-qlora", "qlora", "8b", 2048, 1)]
-    rows = [run(name, method, shape, seq, args.steps, batch) for name, method, shape, seq, batch in plan
-            if args.only in (None, name)]
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    for index, (name, method, shape, seq, batch) in enumerate(p for p in plan if args.only in (None, p[0])):
+        row = run(name, method, shape, seq, args.steps, batch, args.warm)
+        if index == 0:  # rows print as they finish: a run cut short still leaves the earlier ones
+            print("| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
+        print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,13 @@ def smol_tuned(smol_tickets, smol_model, real_workspace):
     finally:
         torch.set_num_threads(1)
     return artifact
+
+
+@pytest.fixture()
+def restore_threads():
+    """Leave torch's thread count as the test found it."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

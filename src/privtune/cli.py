@@ -32,11 +32,11 @@ def _private_defaults(command: str | None = None) -> None:
     threads sleep rather than spin (privtune.runtime.openmp_defaults), before torch is imported; except
     in `serve`, a long-lived process that owns its cores, whose batched decode of small ops needs
     libgomp's spinning (SmolLM2-135M, 8 requests: 77 tok/s spinning, 60 sleeping; benchmarks/bench_serve_real.py),
-    and in `train` where it can watch the machine's load and drop threads when others need the cores
-    (train.callbacks.ThreadsFollowLoad)."""
+    and in `train` and `eval` where it can watch the machine's load and drop threads when others need the
+    cores (runtime.ThreadsFollower)."""
     from privtune.runtime import OtherLoad, openmp_defaults
 
-    if command != "serve" and not (command == "train" and OtherLoad.visible()):
+    if command != "serve" and not (command in ("train", "eval") and OtherLoad.visible()):
         openmp_defaults()
     for key, value in {"HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline",
                        "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():

@@ -163,3 +163,34 @@ def test_loss_batches_stay_within_the_logits_budget():
     mixed = loss_batches([10, 10, 900, 900], [3, 1, 0, 2], 16, 152_064)
     assert sum(mixed, []) == [3, 1, 0, 2] and all(len(b) * 900 * 152_064 <= LOGITS_BUDGET or len(b) == 1
                                                   for b in mixed[1:])
+
+
+def test_eval_rereads_the_load_every_token_and_loss_batch_with_the_same_answers(tuned_model, tickets_dataset,
+                                                                                restore_threads):
+    """With a ThreadsFollower, generation re-reads the machine's load at every token and the loss pass at every
+    batch; a core taken by another process drops a thread at once, and the answers are those without one."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from privtune.runtime import ThreadsFollower
+
+    class Load:
+        readings = 0
+
+        def cores(self):
+            self.readings += 1
+            return 0.0 if self.readings < 3 else 1.0  # another process takes a core after two readings
+
+    artifact, workspace = tuned_model
+    loaded = load_for_inference(artifact.id, workspace)
+    rows = pq.read_table(tickets_dataset.path / "tokenized" / "test.parquet").to_pylist()[:4]
+    prompts = [[{"role": "user", "content": f"ticket {i}: the app crashes"}] for i in range(4)]
+    config = stage.EvalConfig(max_new_tokens=6, batch_size=2)
+    follower = ThreadsFollower(2, 2, load=Load())
+    torch.set_num_threads(2)
+    assert stage.generate_answers(loaded, prompts, config, follower) == stage.generate_answers(loaded, prompts, config)
+    assert follower.load.readings >= 2 * 5 and torch.get_num_threads() == 1  # >= 5 new tokens in each of 2 batches
+    assert follower.changes and follower.changes[0][1] == 1
+    before = follower.load.readings
+    stage.held_out_loss(loaded, rows, batch_size=2, follower=follower)
+    assert follower.load.readings - before == 2

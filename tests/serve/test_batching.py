@@ -125,3 +125,36 @@ def test_a_cancelled_request_frees_its_slot(loaded, batched_server):
     assert not batched.manager.batch_processor.scheduler.active_requests
     assert not batched.manager.output_router.result_handlers  # nothing left behind for the cancelled request
     assert batched.manager.is_running()
+
+
+def test_greedy_rows_take_the_argmax_without_the_sort_and_the_rest_is_transformers_top_p():
+    """The swapped warper gives what transformers' own does on every row: greedy rows (top_p 0) keep only
+    their argmax, nucleus rows the same nucleus, top_p 1 rows everything; and a greedy-only batch never sorts."""
+    import torch
+    from transformers import TopPLogitsWarper
+    from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingTopPLogitsWarper
+
+    from privtune.serve.batching import use_argmax_for_greedy
+
+    processors = [ContinuousBatchingTopPLogitsWarper(TopPLogitsWarper(top_p=0.95))]
+    use_argmax_for_greedy(processors)
+    swapped, original = processors[0], ContinuousBatchingTopPLogitsWarper(TopPLogitsWarper(top_p=0.95))
+    assert type(swapped) is not ContinuousBatchingTopPLogitsWarper
+    scores = torch.randn(5, 300, generator=torch.Generator().manual_seed(0)) * 3
+    args = torch.tensor([0.0, 0.9, 1.0, 0.0, 0.5], dtype=torch.float32).view(torch.int32)
+    got, want = swapped(scores, args), original(scores, args)
+    assert torch.equal(got, want)
+    for row in (0, 3):
+        assert torch.isfinite(got[row]).sum() == 1 and got[row].argmax() == scores[row].argmax()
+    assert torch.isfinite(got[1]).sum() > 1
+
+    sorts = []
+    real_sort = torch.sort
+    torch.sort = lambda *a, **k: sorts.append(1) or real_sort(*a, **k)
+    try:
+        swapped(scores[:2], torch.tensor([0.0, 0.0], dtype=torch.float32).view(torch.int32))
+        assert sorts == []
+        original(scores[:2], torch.tensor([0.0, 0.0], dtype=torch.float32).view(torch.int32))
+        assert sorts == [1]
+    finally:
+        torch.sort = real_sort

@@ -56,13 +56,6 @@ def test_choose_threads_caps_and_respects_quota_and_override(monkeypatch):
     assert runtime.choose_threads() == 1
 
 
-@pytest.fixture()
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_env_variable_sets_threads_and_bad_values_are_named(monkeypatch, restore_threads):
     monkeypatch.setenv(runtime.THREADS_ENV, "3")
     assert runtime.apply_threads() == 3 and torch.get_num_threads() == 3
@@ -112,6 +105,7 @@ def test_privtune_lets_openmp_threads_sleep_unless_told_otherwise(tickets_datase
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # recorded, so the test leaves the environment as it was
     monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(runtime.OtherLoad, "visible", classmethod(lambda cls: False))  # eval cannot follow the load
     args = ("eval", "--model", "x", "--data", tickets_dataset.path, "--set", "batch_size=-1", "--workspace",
             workspace.root)
     assert cli(*args)[0] == 2  # stops at the settings, before any torch work
@@ -122,15 +116,17 @@ def test_privtune_lets_openmp_threads_sleep_unless_told_otherwise(tickets_datase
 
 
 @pytest.mark.parametrize("load_visible, policy", [(True, None), (False, "PASSIVE")])
-def test_privtune_train_spins_only_where_it_can_follow_the_load(load_visible, policy, tickets_dataset, workspace,
-                                                               cli, monkeypatch):
+@pytest.mark.parametrize("command, bad", [("train", "learning_rate=-1"), ("eval", "batch_size=-1")])
+def test_privtune_train_and_eval_spin_only_where_they_can_follow_the_load(load_visible, policy, command, bad,
+                                                                          tickets_dataset, workspace, cli,
+                                                                          monkeypatch):
     import os
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setattr(runtime.OtherLoad, "visible", classmethod(lambda cls: load_visible))
-    args = ("train", "--data", tickets_dataset.path, "--set", "learning_rate=-1", "--workspace", workspace.root)
-    assert cli(*args, "--model", "x")[0] == 2  # stops at the recipe, before any torch work
+    args = (command, "--data", tickets_dataset.path, "--set", bad, "--workspace", workspace.root)
+    assert cli(*args, "--model", "x")[0] == 2  # stops at the settings, before any torch work
     assert os.environ.get("OMP_WAIT_POLICY") == policy
 
 
@@ -152,7 +148,7 @@ def test_the_wait_policy_is_set_before_torch_is_imported(tmp_path):
     code = ("import sys\nfrom privtune import runtime\nseen = []\n"
             "runtime.openmp_defaults = lambda: seen.append('torch' in sys.modules)\n"
             "from typer.testing import CliRunner\nfrom privtune.cli import app\n"
-            f"CliRunner().invoke(app, ['eval', '--data', 'x', '--model', 'x', '--workspace', {str(tmp_path)!r}])\n"
+            f"CliRunner().invoke(app, ['prep', '--data', 'x', '--model', 'x', '--workspace', {str(tmp_path)!r}])\n"
             "print(seen)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[False]", out.stderr[-2000:]
@@ -206,7 +202,7 @@ def test_threads_follow_the_load_down_at_once_and_up_after_quiet_steps(restore_t
     assert follow.start(probe_seconds=0) == 2 and torch.get_num_threads() == 2
     seen = []
     for step in range(1, 10):
-        follow._follow(step)
+        follow.follow(step)
         seen.append(torch.get_num_threads())
     assert seen == [2, 1, 1, 1, 1, 1, 1, 2, 2]  # down at once; up after 3 quiet steps in a row (a busy one resets)
     assert follow.changes == [(2, 1), (8, 2)]

@@ -27,6 +27,7 @@ from privtune.eval.metrics import answer_metrics, mean, score
 from privtune.eval.report import ARTIFACT_ID, TABLE_METRICS, model_labels, report
 from privtune.eval.report import cell, labels_of, model_label, table_rows  # noqa: F401 (stage.cell etc. still work)
 from privtune.models.inference import LoadedModel, load_for_inference
+from privtune.runtime import start_following_load
 from privtune.models.stopping import stop_token_ids
 from privtune.contract import find_dataset, split_rows
 from privtune.ui import quiet_libraries, track
@@ -58,8 +59,8 @@ class EvalConfig(Config):
         return self
 
 
-def held_out_loss(loaded: LoadedModel, tokenized: list[dict],
-                  batch_size: int = 16) -> tuple[dict, list[tuple[float, int]]]:
+def held_out_loss(loaded: LoadedModel, tokenized: list[dict], batch_size: int = 16,
+                  follower=None) -> tuple[dict, list[tuple[float, int]]]:
     """Mean loss per trained token and its perplexity, and each example's (summed loss, trained tokens).
 
     Batched (right-padded, padding masked out of attention and loss), in length order so a batch
@@ -73,7 +74,9 @@ def held_out_loss(loaded: LoadedModel, tokenized: list[dict],
     vocabulary = int(getattr(loaded.model.config, "vocab_size", 0) or 50_000)
     batches = loss_batches([len(tokenized[i]["input_ids"]) for i in order], order, batch_size, vocabulary)
     with torch.no_grad():
-        for batch in track(batches, f"loss {loaded.name}"):
+        for number, batch in enumerate(track(batches, f"loss {loaded.name}")):
+            if follower:
+                follower.follow(number)
             for index, sums in zip(batch, example_losses(loaded, [tokenized[i] for i in batch])):
                 per_example[index] = sums
     total, count = sum(s for s, _ in per_example), sum(c for _, c in per_example)
@@ -137,7 +140,21 @@ def single_example_loss(loaded: LoadedModel, row: dict) -> tuple[float, int]:
     return (float(loaded.model(input_ids=ids, labels=labels).loss) * trained if trained else 0.0), trained
 
 
-def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config: EvalConfig) -> list[tuple[str, bool]]:
+def following_each_token(follower) -> list:
+    """A stopping criterion that never stops, so that `follower` re-reads the machine's load every token."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class FollowLoadEachToken(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            follower.follow(int(input_ids.shape[1]))
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return [FollowLoadEachToken()] if follower else []
+
+
+def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config: EvalConfig,
+                     follower=None) -> list[tuple[str, bool]]:
     """Batched generation with left padding; greedy unless a temperature is set.
 
     Returns each answer and whether it ended on a stop token (rather than the limit). The stop tokens
@@ -159,7 +176,8 @@ def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config: Eva
                           padding_side="left", add_special_tokens=False).to(loaded.model.device)
         with torch.no_grad():
             out = loaded.model.generate(**batch, max_new_tokens=config.max_new_tokens,
-                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=stops or None, **sampling)
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=stops or None,
+                                        stopping_criteria=following_each_token(follower), **sampling)
         answers += [until_stop(ids, stops, tokenizer) for ids in out[:, batch["input_ids"].shape[1]:]]
     return answers
 
@@ -175,16 +193,17 @@ def until_stop(ids, stops: list[int], tokenizer) -> tuple[str, bool]:
     return tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), end is not None
 
 
-def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict],
-                   config: EvalConfig) -> tuple[dict, list[str], dict[str, stats.Statistic]]:
-    """The model's figures, its answers, and each figure as a statistic the bootstrap can recompute."""
-    metrics, losses = held_out_loss(loaded, tokenized, config.batch_size)
+def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict], config: EvalConfig,
+                   follower=None) -> tuple[dict, list[str], dict[str, stats.Statistic]]:
+    """The model's figures, its answers, and each figure as a statistic the bootstrap can recompute.
+    `follower` (runtime.ThreadsFollower) keeps the thread count to the cores others leave free."""
+    metrics, losses = held_out_loss(loaded, tokenized, config.batch_size, follower)
     loss = replace(stats.ratio([s for s, _ in losses], [c for _, c in losses]), higher_is_better=False)
     statistics = {"loss": loss, "perplexity": perplexity_of(loss)}
     has_references = all(r["messages"][-1]["role"] == "assistant" for r in rows)
     if not has_references:
         return metrics, [], statistics
-    generated = generate_answers(loaded, [r["messages"][:-1] for r in rows], config)
+    generated = generate_answers(loaded, [r["messages"][:-1] for r in rows], config, follower)
     answers = [answer for answer, _ in generated]
     references = [r["messages"][-1]["content"] for r in rows]
     registered = answer_metrics().values()
@@ -256,11 +275,15 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     split, rows, tokenized = split_rows(dataset, config.limit)
     staging = workspace.stage("eval", artifact_id)
     results, answers, harness, statistics = {}, {}, {}, {}
+    follower = None
     for label, ref in (("tuned", tuned), ("baseline", baseline)):
         if ref is None:
             continue
         loaded = ref if isinstance(ref, LoadedModel) else load_for_inference(ref, workspace)
-        results[label], answers[label], statistics[label] = evaluate_model(loaded, rows, tokenized, config)
+        follower = follower or start_following_load()
+        if follower:
+            follower.start(probe_seconds=0)  # loading set every thread again; the load since the last reading
+        results[label], answers[label], statistics[label] = evaluate_model(loaded, rows, tokenized, config, follower)
         if lm_eval:
             from privtune.eval.harness import run_harness
 
@@ -288,7 +311,8 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     parents = [p for p in (tuned.artifact_id, dataset.id) if p]
     manifest = {"stage": "eval", "parents": parents, "model": tuned.name, "baseline": baseline,
                 "dataset": dataset.id, "config": config_dict(config), "seed": config.seed, "metrics": metrics,
-                "notes": notes, "judge": judge.describe() if judge else None}
+                "notes": notes, "judge": judge.describe() if judge else None,
+                "thread_changes": follower.changes if follower else []}
     return Result(staging.finish(manifest), reused=False)
 
 

@@ -25,6 +25,40 @@ GREEDY = {"temperature": 1.0, "top_p": 0.0}
 keeps only the most likely token. No top_k processor: it would sort the vocabulary a second time a step."""
 
 
+def use_argmax_for_greedy(processors) -> None:
+    """Swap transformers' per-request top-p warper for one that keeps greedy rows' argmax without sorting.
+
+    The warper sorts the whole vocabulary for every row each step, also for greedy requests (top_p 0),
+    whose answer is the argmax: on 2 CPU cores, 8 requests of SmolLM2-135M ran at 81 tok/s with it and
+    102 without any processor. Rows with 0 < top_p < 1 still go through transformers' own code; greedy
+    rows keep only their first maximum, the token `generate(do_sample=False)` picks.
+    """
+    from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingTopPLogitsWarper
+
+    class ArgmaxForGreedyTopP(ContinuousBatchingTopPLogitsWarper):
+        def __call__(self, scores, tensor_arg):
+            import torch
+
+            top_p = tensor_arg[: scores.size(0)].view(dtype=torch.float32)
+            greedy, nucleus = top_p <= 0, (top_p > 0) & (top_p < 1)
+            out = scores
+            if bool(nucleus.any()):
+                out = scores.clone()
+                out[nucleus] = super().__call__(scores[nucleus], tensor_arg[: scores.size(0)][nucleus])
+            rows = greedy.nonzero(as_tuple=True)[0]
+            if rows.numel():
+                keep = torch.zeros_like(scores, dtype=torch.bool)
+                keep[rows, scores[rows].argmax(dim=-1)] = True
+                out = out.masked_fill(greedy.unsqueeze(-1) & ~keep, self.filter_value)
+            return out
+
+    for index, processor in enumerate(processors):
+        if type(processor) is ContinuousBatchingTopPLogitsWarper:
+            replacement = ArgmaxForGreedyTopP.__new__(ArgmaxForGreedyTopP)
+            replacement.__dict__.update(processor.__dict__)
+            processors[index] = replacement
+
+
 class BatchedGenerator:
     """The sequential Generator's interface (`prepare`, `generate`), with requests batched continuously."""
 
@@ -47,6 +81,7 @@ class BatchedGenerator:
                                             per_request_processors=True, max_queue_size=4096)
         self.manager = model.init_continuous_batching(generation_config=defaults,
                                                       continuous_batching_config=batching)
+        use_argmax_for_greedy(self.manager.logit_processor.logits_processor)
         # Started from a daemon thread, the manager's loop thread is a daemon too: a server (or test) that ends
         # without close() can still exit, instead of waiting for ever on a thread no one will stop.
         starter = threading.Thread(target=self.manager.start, daemon=True)

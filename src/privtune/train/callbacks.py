@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from privtune.runtime import ThreadsFollower
 from privtune.ui import console, progress_bar
 
 COMPLETE_MARKER = ".privtune-complete"
@@ -142,55 +143,11 @@ class RichProgress(TrainerCallback):
             self.bar = None
 
 
-class ThreadsFollowLoad(TrainerCallback):
-    """Use the cores that other processes leave free, re-read after every step and evaluation batch.
-
-    Training lets libgomp's idle threads spin: on an idle 2-core box, 2 spinning threads trained the
-    demo model 1.7x faster than 1 thread (2.1 s a step against 3.6), while 2 sleeping threads
-    (OMP_WAIT_POLICY=PASSIVE) gained little. But 2 spinning threads beside another busy process took
-    over 20 s a step, against 3.5 s on 1 thread (README, "CPU threads"). So the thread count drops as
-    soon as other processes keep a core busy over a step, and comes back after `quiet_steps` quiet steps.
-    """
-
-    def __init__(self, full: int, cpus: int, load=None, quiet_steps: int = 3):
-        from privtune.runtime import OtherLoad
-
-        self.full, self.cpus, self.quiet_steps = full, cpus, quiet_steps
-        self.load = load or OtherLoad()
-        self.quiet = 0
-        self.changes: list[tuple[int, int]] = []  # (step, threads)
-
-    def start(self, probe_seconds: float = 0.25) -> int:
-        """The thread count to begin with, from the other processes' load over `probe_seconds`."""
-        import torch
-
-        time.sleep(probe_seconds)
-        threads = self._wanted()
-        torch.set_num_threads(threads)
-        return threads
-
-    def _wanted(self) -> int:
-        from privtune.runtime import threads_for_load
-
-        return threads_for_load(self.full, self.load.cores(), self.cpus)
-
-    def _follow(self, step: int) -> None:
-        import torch
-
-        wanted, current = self._wanted(), torch.get_num_threads()
-        if wanted == current:
-            self.quiet = 0
-            return
-        if wanted > current:  # more cores free: only after quiet_steps such readings in a row
-            self.quiet += 1
-            if self.quiet < self.quiet_steps:
-                return
-        self.quiet = 0
-        torch.set_num_threads(wanted)
-        self.changes.append((step, wanted))
+class ThreadsFollowLoad(ThreadsFollower, TrainerCallback):
+    """runtime.ThreadsFollower re-read after every training step and evaluation batch."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._follow(state.global_step)
+        self.follow(state.global_step)
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        self._follow(state.global_step)
+        self.follow(state.global_step)

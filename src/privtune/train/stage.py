@@ -115,13 +115,11 @@ def peft_config(method: Method, config: TrainConfig, model, is_seq2seq: bool):
 def threads_following_load(config: TrainConfig) -> list:
     """A ThreadsFollowLoad callback, started, when privtune picks the thread count itself on a CPU and
     can see the machine's load (Linux); none when the recipe or PRIVTUNE_THREADS sets it."""
-    import torch
+    from privtune import runtime
 
-    from privtune.runtime import OtherLoad, choose_threads, threads_from_env, usable_cpus
-
-    if config.threads or threads_from_env() or torch.cuda.is_available() or not OtherLoad.visible():
+    if not runtime.follows_load(config.threads):
         return []
-    follow = ThreadsFollowLoad(choose_threads(), usable_cpus())
+    follow = ThreadsFollowLoad(runtime.choose_threads(), runtime.usable_cpus())
     follow.start()
     return [follow]
 

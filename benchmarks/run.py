@@ -1,4 +1,5 @@
-"""`make bench`: run every benchmark, print one table, write benchmarks/results.md."""
+"""`make bench`: run every benchmark, print one table, and write it at the top of benchmarks/results.md
+(the `## ` sections below it, dated runs of single scripts and of the GPU scripts, are kept)."""
 
 from __future__ import annotations
 
@@ -52,8 +53,11 @@ def main() -> None:
     if only:
         return  # a partial run does not replace the full table in results.md
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    text = f"# privtune benchmarks\n\nRun {stamp} on {machine()}.\n\n{table}\n"
-    (Path(__file__).parent / "results.md").write_text(text, encoding="utf-8")
+    results = Path(__file__).parent / "results.md"
+    text = f"# privtune benchmarks\n\nFull `make bench` run {stamp} on {machine()}.\n\n{table}\n"
+    kept = results.read_text(encoding="utf-8") if results.is_file() else ""
+    sections = kept[kept.index("\n## ") + 1:] if "\n## " in kept else ""  # dated single-script and GPU runs
+    results.write_text(text + ("\n" + sections if sections else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -25,15 +25,15 @@ def test_every_method_is_registered_in_order_and_described():
 
 def test_the_recipe_gets_each_methods_section_from_its_module():
     sections = {m.section for m in methods().values() if m.settings}
-    assert sections == {"lora", "prompt_tuning"}
+    assert sections == {"lora", "prompt_tuning", "preference"}
     assert {f"{section}." in " ".join(field_docs(TrainConfig)) for section in sections} == {True}
     assert type(TrainConfig().lora) is method_of("qlora").settings  # qlora shares lora's keys
 
 
 def test_an_unknown_method_lists_the_registered_ones():
-    with pytest.raises(PrivtuneError, match="unknown training method 'dpo'") as error:
-        method_of("dpo")
-    assert "prompt-tuning" in error.value.hint
+    with pytest.raises(PrivtuneError, match="unknown training method 'ppo'") as error:
+        method_of("ppo")
+    assert "prompt-tuning" in error.value.hint and "dpo" in error.value.hint
 
 
 def test_train_refuses_a_dataset_of_another_kind_of_examples(tickets_dataset, tiny_model, workspace, tmp_path):

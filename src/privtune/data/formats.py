@@ -7,6 +7,9 @@ The schema, shared by prep, generate, train and eval:
     {"messages": [{"role": "system"|"user"|"assistant", "content": str, "train": bool}, ...],
      "meta": {"source": file, "line": n, "format": name}}
 `train` is false for turns the model should not learn from (prompts, OpenAI `weight: 0`).
+Preference formats (a Format with `examples="preference"`) give instead
+    {"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages], "meta"}
+and unpaired ones (KTO, `examples="unpaired"`) {"prompt": [...], "completion": [...], "label": bool, "meta"}.
 Every error names the file, the line (or CSV/Parquet row) and the field.
 """
 
@@ -194,6 +197,9 @@ class Format:
     description: str
     order: int = 0
     """Position in lists and help, and which of two matching formats detection prefers."""
+    examples: str = "sft"
+    """What a record becomes: sft (a conversation), preference (prompt, chosen, rejected) or unpaired
+    (prompt, completion, label): the kind of dataset prep writes, and the methods that can train on it."""
 
 
 def formats() -> dict[str, Format]:
@@ -304,8 +310,48 @@ def normalize(record: RawRecord, fmt: str) -> dict:
     known = formats()
     if fmt not in known:
         raise PrivtuneError(f"unknown format '{fmt}'", field="--format", hint=f"one of: auto, {', '.join(known)}")
-    messages = known[fmt].normalize(record, data)
-    return {"messages": messages, "meta": {"source": record.source, "line": record.line, "format": fmt}}
+    normalized = known[fmt].normalize(record, data)
+    meta = {"source": record.source, "line": record.line, "format": fmt}
+    if known[fmt].examples == "sft":
+        return {"messages": normalized, "meta": meta}
+    return {**normalized, "meta": meta}
+
+
+def examples_kind(example: dict) -> str:
+    """sft, preference or unpaired: what a normalized example holds."""
+    return "sft" if "messages" in example else "preference" if "chosen" in example else "unpaired"
+
+
+# ---------------------------------------------------------------- preference records
+
+def prompt_turns(record: RawRecord, data: dict, field: str) -> list[dict]:
+    """A prompt: a string (one user turn) or a list of turns ({role, content}) that ends on a user turn."""
+    value = data.get(field)
+    if isinstance(value, list):
+        messages = turns(record, value, field, "role", "content", {r: r for r in ROLES})
+        if messages[-1]["role"] != "user":
+            raise _fail(record, f"{field}[{len(messages) - 1}].role", "the prompt must end on a user turn")
+        return [{**m, "train": False} for m in messages]
+    return [{"role": "user", "content": text_field(record, data, field), "train": False}]
+
+
+def answer_turns(record: RawRecord, data: dict, field: str) -> list[dict]:
+    """An answer: a string, or a list of turns that holds one assistant turn ({role: assistant, content})."""
+    value = data.get(field)
+    if isinstance(value, list):
+        messages = turns(record, value, field, "role", "content", {"assistant": "assistant"})
+        if len(messages) != 1:
+            raise _fail(record, field, f"expected one assistant turn, got {len(messages)}")
+        return messages
+    return [{"role": "assistant", "content": text_field(record, data, field), "train": True}]
+
+
+def preference_pair(record: RawRecord, prompt: list[dict], chosen: list[dict], rejected: list[dict],
+                    field: str = "rejected") -> dict:
+    """A preference example; a pair whose two answers are the same teaches nothing and is a bad record."""
+    if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
+        raise _fail(record, field, "the chosen and rejected answers are the same")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
 def odd_shapes(messages: list[dict]) -> list[str]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from privtune.artifacts import Artifact, Result, Workspace, input_record, stable_hash
 from privtune.config import config_dict
 from privtune.data.dataset import SPLITS, PrepConfig, Rejects, iter_examples, load_examples, write_dataset
+from privtune.data.formats import examples_kind
+from privtune.data.preference import write_preference_dataset
 from privtune.data.render import choose_template, tokenizer_fingerprint
 from privtune.errors import PrivtuneError
 from privtune.models.loading import load_tokenizer, resolve_model
@@ -46,9 +49,13 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     staging = workspace.stage("dataset", artifact_id)
     rejects, formats = Rejects(staging.path / "rejected.jsonl"), {}
     try:
-        examples = iter_examples(files, config, rejects, formats)
-        stats = write_dataset(staging.path, examples, tokenizer, template, config, source=str(files[0]),
-                              rejects=rejects if config.skip_bad else None)
+        kind, examples = one_kind(iter_examples(files, config, rejects, formats))
+        if kind == "sft":
+            stats = write_dataset(staging.path, examples, tokenizer, template, config, source=str(files[0]),
+                                  rejects=rejects if config.skip_bad else None)
+        else:
+            stats = write_preference_dataset(staging.path, examples, kind, tokenizer, template, config,
+                                             source=str(files[0]), rejects=rejects if config.skip_bad else None)
     except BaseException:
         shutil.rmtree(staging.path, ignore_errors=True)  # prep starts over; nothing half-written stays
         raise
@@ -57,16 +64,46 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     stats["records_read"] += rejects.count - stats["template_rejected"]  # bad records never reached the writer
     stats["rejected"] = rejects.count
     manifest = {
-        "stage": "prep", "parents": parents, "inputs": inputs, "formats": formats,
+        "stage": "prep", "parents": parents, "inputs": inputs, "formats": formats, "examples": kind,
         "config": config_dict(config), "seed": config.seed, "metrics": stats,
         "model": model_ref.location, "tokenizer_fingerprint": fingerprint,
     }
     return Result(staging.finish(manifest), reused=False)
 
 
+def one_kind(examples: Iterator[dict]) -> tuple[str, Iterator[dict]]:
+    """The kind of the first example (sft, preference, unpaired), and all examples, checked to share it:
+    one dataset is one kind, as one method trains on one kind."""
+    first = next(examples, None)
+    if first is None:
+        raise PrivtuneError("no usable records", field="--data")
+    kind = examples_kind(first)
+
+    def checked() -> Iterator[dict]:
+        yield first
+        for example in examples:
+            if examples_kind(example) != kind:
+                meta = example["meta"]
+                other = examples_kind(example)
+                raise PrivtuneError(f"a record of kind {other} ({meta['format']}) among {kind} records: one "
+                                    "dataset holds one kind", source=meta["source"], line=meta["line"],
+                                    hint="prep them into separate datasets")
+            yield example
+
+    return kind, checked()
+
+
 def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
     """What the user should see after prep: counts, what was dropped, and shapes worth a look."""
     m = artifact.manifest["metrics"]
+    if artifact.manifest.get("examples", "sft") != "sft":
+        return [("examples", artifact.manifest["examples"]), ("records read", str(m["records_read"])),
+                ("rejected (bad)", str(m["rejected"])), ("exact duplicates removed", str(m["duplicates"])),
+                ("over max_length dropped", str(m["overlength_dropped"])), ("examples kept", str(m["examples"])),
+                ("train / validation / test", " / ".join(str(m["splits"][s]) for s in SPLITS)),
+                ("longest (tokens)", str(m["longest"])),
+                *([("desirable / undesirable", f"{m['labels']['desirable']} / {m['labels']['undesirable']}")]
+                  if "labels" in m else [])]
     p = m.get("length_percentiles", {})
     rows = [
         ("records read", str(m["records_read"])), ("rejected (bad)", str(m["rejected"])),

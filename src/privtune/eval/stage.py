@@ -264,6 +264,10 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     tuned = load_for_inference(model, workspace)
     trained = ModelArtifact.of(workspace.resolve(tuned.artifact_id)) if tuned.artifact_id else None
     dataset = find_dataset(trained, data, workspace)
+    if dataset.examples != "sft":
+        raise PrivtuneError(f"dataset {dataset.id} holds {dataset.examples} examples; eval scores answers against "
+                            "conversations", field="--data", hint="pass --data with an sft dataset (its held-out "
+                            "split), e.g. the one the SFT parent was trained on")
     if baseline is None and trained is not None:
         baseline = trained.base_model
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,

@@ -224,6 +224,16 @@ def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, data
                               result, start_eval, end_eval, resume_from, template_info), reused=False)
 
 
+def preference_figures(log_history: list[dict]) -> dict:
+    """A preference method's last held-out figures (TRL logs them as eval_rewards/*): how often the chosen
+    answer's implicit reward beat the rejected one's, and by how much."""
+    last = next((entry for entry in reversed(log_history) if "eval_rewards/accuracies" in entry), None)
+    if last is None:
+        return {}
+    return {"eval_preference_accuracy": last["eval_rewards/accuracies"],
+            "eval_reward_margin": last.get("eval_rewards/margins")}
+
+
 def final_eval_loss(trainer) -> float | None:
     """The validation loss after training, evaluated once.
 
@@ -409,6 +419,7 @@ def _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, opt
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "thread_changes": next((c.changes for c in trainer.callback_handler.callbacks
                                 if isinstance(c, ThreadsFollowLoad)), []),
+        **preference_figures(state.log_history),
     }
     manifest = {
         "stage": "train", "parents": [dataset.id] + ([model_ref.artifact.id] if model_ref.artifact else []),

@@ -1,0 +1,40 @@
+"""DPO: direct preference optimisation (TRL's DPOTrainer) on chosen/rejected pairs, LoRA adapters on a
+frozen base (typically an SFT model artifact); the base with the adapter off is the reference model."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from privtune.config import Config, ConfigValueError
+from privtune.train.method import Method
+from privtune.train.methods.lora import lora_config
+
+
+class PreferenceSettings(Config):
+    beta: float = 0.1
+    """How far from the reference model the policy may move (DPO, KTO) or the weight of the odds-ratio
+    term (ORPO's lambda); TRL's default."""
+    desirable_weight: float = 1.0
+    """KTO: the weight of desirable examples' loss (raise it when they are the fewer)."""
+    undesirable_weight: float = 1.0
+    """KTO: the weight of undesirable examples' loss."""
+
+    @model_validator(mode="after")
+    def check(self):
+        if self.beta <= 0 or self.desirable_weight <= 0 or self.undesirable_weight <= 0:
+            raise ConfigValueError("beta", "beta and the KTO weights must be > 0")
+        return self
+
+
+def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
+    from trl import DPOConfig, DPOTrainer
+
+    from privtune.train.preference_trainer import build_preference_trainer
+
+    return build_preference_trainer(DPOTrainer, DPOConfig, {"beta": config.preference.beta}, model, tokenizer,
+                                    adapter, dataset, config, args, callbacks)
+
+
+METHOD = Method(name="dpo", order=5, adapter=True, examples="preference", settings=PreferenceSettings,
+                section="preference", peft_config=lora_config, build_trainer=build_trainer,
+                description="direct preference optimisation on chosen/rejected pairs (LoRA)")

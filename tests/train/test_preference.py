@@ -1,0 +1,92 @@
+"""Preference methods (dpo, orpo, kto) are registry entries that train TRL's trainers on preference (or
+unpaired) datasets from prep; train refuses a dataset of the wrong kind before any work."""
+
+import json
+
+import pytest
+
+from privtune.artifacts import Workspace
+from privtune.data import prep
+from privtune.errors import PrivtuneError
+from privtune.train import stage as sft
+from privtune.train.method import methods
+from tests.conftest import train_config
+
+CATEGORIES = ["bug", "billing", "account"]
+
+
+def pairs(count: int) -> list[dict]:
+    """Tickets whose chosen answer names the category as JSON, the rejected one evades."""
+    return [{"prompt": f"Classify ticket {i}: {CATEGORIES[i % 3]} problem number {i}",
+             "chosen": json.dumps({"category": CATEGORIES[i % 3]}), "rejected": "I am not sure, sorry."}
+            for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def preference_data(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("preference")
+    workspace = Workspace(folder / "runs")
+    records = folder / "pairs.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in pairs(48)))
+    unpaired = folder / "kto.jsonl"
+    unpaired.write_text("".join(json.dumps({"prompt": r["prompt"], "completion": answer, "label": good}) + "\n"
+                                for r in pairs(24) for answer, good in ((r["chosen"], True), (r["rejected"], False))))
+    config = prep.PrepConfig(max_length=64, validation_fraction=0.25, test_fraction=0)
+    paired, _ = prep.run([records], str(tiny_model), config, workspace)
+    kto, _ = prep.run([unpaired], str(tiny_model), config, workspace)
+    return paired, kto, workspace
+
+
+def test_the_preference_methods_are_registry_entries():
+    found = methods()
+    assert {name: found[name].examples for name in ("dpo", "orpo", "kto")} == {
+        "dpo": "preference", "orpo": "preference", "kto": "unpaired"}
+    assert all(found[name].adapter and found[name].section == "preference" for name in ("dpo", "orpo", "kto"))
+
+
+def test_dpo_learns_to_prefer_the_chosen_answers(preference_data, tiny_model):
+    paired, _, workspace = preference_data
+    config = train_config("dpo", max_steps=12, batch_size=4, learning_rate=5e-3, **{"preference.beta": 0.1})
+    artifact, reused = sft.run(paired.id, str(tiny_model), config, workspace)
+    metrics = artifact.manifest["metrics"]
+    assert not reused and artifact.manifest["method"] == "dpo" and artifact.manifest["adapter"]
+    assert metrics["steps"] == 12 and metrics["eval_loss_start"] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy = reference
+    assert metrics["eval_loss_end"] < metrics["eval_loss_start"] - 0.05
+    assert metrics["eval_preference_accuracy"] > 0.5 and metrics["eval_reward_margin"] > 0
+    assert paired.id in artifact.manifest["parents"]
+
+
+@pytest.mark.parametrize("method, which", [("orpo", 0), ("kto", 1)])
+def test_orpo_and_kto_train_on_their_kinds(preference_data, tiny_model, method, which):
+    data, workspace = preference_data[which], preference_data[2]
+    config = train_config(method, max_steps=4, batch_size=4, learning_rate=5e-3, logging_steps=1)
+    artifact, _ = sft.run(data.id, str(tiny_model), config, workspace)
+    metrics = artifact.manifest["metrics"]
+    assert artifact.manifest["method"] == method and metrics["steps"] == 4
+    assert metrics["train_loss_last"] is not None and metrics["eval_loss_end"] is not None
+
+
+def test_train_refuses_a_dataset_of_the_wrong_kind(preference_data, tickets_dataset, tiny_model):
+    paired, kto, workspace = preference_data
+    cases = [("lora", paired, "holds preference examples; method 'lora' trains on sft"),
+             ("dpo", kto, "holds unpaired examples; method 'dpo' trains on preference"),
+             ("kto", paired, "holds preference examples; method 'kto' trains on unpaired")]
+    for method, data, message in cases:
+        with pytest.raises(PrivtuneError) as caught:
+            sft.run(data.id, str(tiny_model), train_config(method, max_steps=1), workspace)
+        assert message in caught.value.message and caught.value.field == "--data"
+    sft_workspace = Workspace(tickets_dataset.path.parent)
+    with pytest.raises(PrivtuneError) as caught:
+        sft.run(tickets_dataset.id, str(tiny_model), train_config("dpo", max_steps=1), sft_workspace)
+    assert "holds sft examples; method 'dpo' trains on preference" in caught.value.message
+
+
+def test_eval_of_a_preference_model_asks_for_an_sft_dataset(preference_data, tiny_model):
+    from privtune.eval import stage as evaluation
+    from privtune.eval.stage import EvalConfig
+
+    paired, _, workspace = preference_data
+    artifact, _ = sft.run(paired.id, str(tiny_model), train_config("dpo", max_steps=1, batch_size=4), workspace)
+    with pytest.raises(PrivtuneError) as caught:
+        evaluation.run(artifact.id, EvalConfig(), workspace)
+    assert "holds preference examples" in caught.value.message and caught.value.field == "--data"

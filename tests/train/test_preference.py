@@ -90,3 +90,22 @@ def test_eval_of_a_preference_model_asks_for_an_sft_dataset(preference_data, tin
     with pytest.raises(PrivtuneError) as caught:
         evaluation.run(artifact.id, EvalConfig(), workspace)
     assert "holds preference examples" in caught.value.message and caught.value.field == "--data"
+
+
+def test_a_reward_model_learns_to_rank_the_chosen_answers_on_held_out_pairs(preference_data, tiny_model):
+    """The reward method loads the base with a one-output score head and reports held-out pairwise accuracy,
+    from the untrained head's (about chance) to the trained one's."""
+    from peft import PeftConfig
+
+    paired, _, workspace = preference_data
+    config = train_config("reward", max_steps=12, batch_size=4, learning_rate=3e-3, logging_steps=1)
+    artifact, _ = sft.run(paired.id, str(tiny_model), config, workspace)
+    metrics = artifact.manifest["metrics"]
+    assert artifact.manifest["method"] == "reward" and metrics["steps"] == 12
+    assert metrics["eval_pairwise_accuracy"] >= 0.9 and metrics["eval_reward_margin"] > 0
+    assert metrics["eval_pairwise_accuracy_start"] is not None
+    assert metrics["eval_pairwise_accuracy"] > metrics["eval_pairwise_accuracy_start"]
+    adapter = PeftConfig.from_pretrained(str(artifact.path / "model"))
+    assert adapter.task_type == "SEQ_CLS" and "score" in adapter.modules_to_save
+    with pytest.raises(PrivtuneError, match="cannot be merged|not mergeable|merge"):
+        sft.run(paired.id, str(tiny_model), config, workspace, sft.TrainOptions(merge=True))

@@ -70,8 +70,8 @@ def write_preference_dataset(folder: Path, examples: Iterable[dict], kind: str, 
                 lengths = rendered_lengths(tokenizer, template, example["prompt"], answers)
             except TemplateError as exc:
                 meta = example.get("meta", {})
-                error = BadRecord(f"the chat template refused this conversation: {exc}", source=meta.get("source", source),
-                                  line=meta.get("line"), field="template")
+                error = BadRecord(f"the chat template refused this conversation: {exc}",
+                                  source=meta.get("source", source), line=meta.get("line"), field="template")
                 if rejects is None:
                     raise error from None
                 counts["template_rejected"] += 1

@@ -45,6 +45,9 @@ class Method:
     """An adapter that folds into the base weights (`--merge`, export)."""
     examples: str = "sft"
     """The kind of examples the dataset must hold (sft: conversations with trained-token masks)."""
+    head: str = "lm"
+    """What the model outputs: lm (next-token logits, a chat model) or score (one scalar per sequence: a
+    reward model, loaded with a fresh one-output classification head)."""
     settings: type | None = None
     """The method's own recipe keys (a privtune.config.Config model), under `section`."""
     section: str | None = None

@@ -25,8 +25,8 @@ def build_preference_trainer(trainer_class, config_class, extra: dict, model, to
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     train, validation = preference_splits(dataset)
-    trainer_args = config_class(**args, **extra, max_length=config.max_length, dataset_num_proc=None,
-                                model_init_kwargs=None, disable_dropout=True)
+    trainer_args = config_class(**{"disable_dropout": True, **extra}, **args, max_length=config.max_length,
+                                dataset_num_proc=None, model_init_kwargs=None)
     trainer = trainer_class(model=model, args=trainer_args, train_dataset=train, eval_dataset=validation,
                             processing_class=tokenizer, peft_config=adapter, callbacks=callbacks)
     for noisy in (ProgressCallback, PrinterCallback):

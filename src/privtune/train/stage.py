@@ -98,6 +98,10 @@ def load_model(model: ModelRef, method: Method, config: TrainConfig, dtype_name:
     try:
         model_config = AutoConfig.from_pretrained(model.location)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
+        if method.head == "score":
+            from transformers import AutoModelForSequenceClassification
+
+            auto, kwargs["num_labels"] = AutoModelForSequenceClassification, 1
         loaded = auto.from_pretrained(model.location, **kwargs)
     except (OSError, ValueError) as exc:
         raise PrivtuneError(f"cannot load model '{model.location}': {str(exc).splitlines()[0]}", field="--model",
@@ -209,10 +213,10 @@ def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, data
     has_eval = dataset.split_size("validation") > 0
     args = trainer_arguments(config, checkpoints, flags, has_eval, config.report_to)
     trainer = method.build_trainer(base, tokenizer, adapter, dataset, config, args, callbacks)
-    start_eval = None
+    start_eval = None  # the held-out figures before training (the loss; a preference method's too)
     if trainer.eval_dataset is not None and resume_from is None:
         start_eval = evaluate_without_touching_rng(trainer)
-        _log_line(staging.path / "metrics.jsonl", {"step": 0, "eval_loss": start_eval})
+        _log_line(staging.path / "metrics.jsonl", {"step": 0, "eval_loss": start_eval["eval_loss"]})
     with write_failures_reported(checkpoints):
         try:
             result = train_or_reload(trainer, resume_from)
@@ -225,13 +229,18 @@ def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, data
 
 
 def preference_figures(log_history: list[dict]) -> dict:
-    """A preference method's last held-out figures (TRL logs them as eval_rewards/*): how often the chosen
-    answer's implicit reward beat the rejected one's, and by how much."""
+    """A preference method's last held-out figures (TRL logs them as eval_rewards/*; a reward model as
+    eval_accuracy/eval_margin): how often the chosen answer's reward beat the rejected one's, and by how much."""
     last = next((entry for entry in reversed(log_history) if "eval_rewards/accuracies" in entry), None)
-    if last is None:
+    if last is not None:
+        return {"eval_preference_accuracy": last["eval_rewards/accuracies"],
+                "eval_reward_margin": last.get("eval_rewards/margins")}
+    scored = [entry for entry in log_history if "eval_accuracy" in entry and "eval_margin" in entry]
+    if not scored:  # else a reward model: its score ranks the chosen answer above the rejected one this often
         return {}
-    return {"eval_preference_accuracy": last["eval_rewards/accuracies"],
-            "eval_reward_margin": last.get("eval_rewards/margins")}
+    before = scored[0] if "step" not in scored[0] else None  # the evaluation before training has no step
+    return {"eval_pairwise_accuracy_start": before and before["eval_accuracy"],
+            "eval_pairwise_accuracy": scored[-1]["eval_accuracy"], "eval_reward_margin": scored[-1]["eval_margin"]}
 
 
 def final_eval_loss(trainer) -> float | None:
@@ -361,8 +370,8 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def evaluate_without_touching_rng(trainer) -> float:
-    """The validation loss before training, leaving every RNG as it was.
+def evaluate_without_touching_rng(trainer) -> dict:
+    """The validation figures (eval_loss, ...) before training, leaving every RNG as it was.
 
     A resumed run skips this evaluation; if it consumed random numbers, the data order after a
     resume would differ from an uninterrupted run's.
@@ -374,7 +383,7 @@ def evaluate_without_touching_rng(trainer) -> float:
 
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        return trainer.evaluate()["eval_loss"]
+        return trainer.evaluate()
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
@@ -413,13 +422,14 @@ def _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, opt
     state = trainer.state
     summary = {
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-        "eval_loss_start": start_eval, "eval_loss_end": end_eval, "steps": state.global_step,
+        "eval_loss_start": start_eval and start_eval["eval_loss"], "eval_loss_end": end_eval,
+        "steps": state.global_step,
         "epochs": state.epoch, "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else None,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "thread_changes": next((c.changes for c in trainer.callback_handler.callbacks
                                 if isinstance(c, ThreadsFollowLoad)), []),
-        **preference_figures(state.log_history),
+        **preference_figures([start_eval or {}, *state.log_history]),
     }
     manifest = {
         "stage": "train", "parents": [dataset.id] + ([model_ref.artifact.id] if model_ref.artifact else []),

@@ -14,7 +14,8 @@ def transcript(record, data, field):
     parts = SPEAKER.split("\n\n" + text.lstrip("\n"))
     if parts[0].strip() or len(parts) < 5:
         raise _fail(record, field, "expected '\\n\\nHuman: ...\\n\\nAssistant: ...' turns")
-    messages = [{"role": ROLES[who], "content": said.strip(), "train": False} for who, said in zip(parts[1::2], parts[2::2])]
+    messages = [{"role": ROLES[who], "content": said.strip(), "train": False}
+                for who, said in zip(parts[1::2], parts[2::2])]
     if messages[-1]["role"] != "assistant" or any(a["role"] == b["role"] for a, b in zip(messages, messages[1:])):
         raise _fail(record, field, "the turns must alternate Human/Assistant and end on the Assistant")
     return messages

@@ -114,15 +114,23 @@ def measure(command: list[str], model: str) -> dict:
         eight, latencies, answers_eight = asyncio.run(load(url, model, 8))
         rss = peak_rss_mib(process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
-    return {"one": one, "eight": eight, "p95": p95, "rss": rss, "answers_one": answers_one,
+        stop(process)
+    return {"one": one, "eight": eight, "p95": p95(latencies), "rss": rss, "answers_one": answers_one,
             "answers_eight": answers_eight}
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate a server, killing it if it has not exited within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def p95(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 async def _warm(url: str, model: str) -> None:

@@ -139,15 +139,9 @@ def _measure(serve, command: list[str], model: str, log: Path, levels):
             rates, answers = {}, {}
             for concurrency in levels:
                 rates[concurrency], latencies, answers[concurrency] = asyncio.run(serve.load(url, model, concurrency))
-            latencies.sort()
-            p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    return rates, p95, answers
+            serve.stop(process)
+    return rates, serve.p95(latencies), answers
 
 
 def main() -> None:

@@ -149,15 +149,27 @@ def generate(
     max_requests: Optional[int] = typer.Option(None, "--max-requests", help="Stop after sending this many requests "
                                                "(retries and resumed runs included), keeping what was accepted"),
     prompt_template: Optional[Path] = typer.Option(None, "--prompt-template", help="Replace the prompt file"),
+    preferences: bool = typer.Option(False, "--preferences", help="Preference pairs instead: --model answers the "
+                                     "prompts of --data (sampled), a judge picks the better of two, in both orders"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="--preferences: the sft dataset whose prompts "
+                                       "are answered"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", envvar="PRIVTUNE_JUDGE_URL",
+                                            help="--preferences: OpenAI-compatible judge"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", envvar="PRIVTUNE_JUDGE_MODEL"),
     overrides: List[str] = SetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     force: bool = ForceOpt,
 ):
-    """Have a teacher model write instruction data from a few seeds or your documents."""
+    """Have a teacher model write instruction data from a few seeds or your documents; or, with
+    --preferences, make judged preference pairs from a model's own answers."""
     from privtune.config import apply_overrides, build_config
     from privtune.endpoint import Endpoint
     from privtune.generate import stage
     from privtune.ui import console
+
+    if preferences:
+        return _judged_preferences(model, data, judge_url, judge_model, num, api_key_env, allow_remote, overrides,
+                                   workspace, force)
 
     settings = {k: v for k, v in {"num": num, "concurrency": concurrency, "max_requests": max_requests,
                                   "prompt_template": str(prompt_template) if prompt_template else None}.items()
@@ -180,6 +192,35 @@ def generate(
         console.print(f"found an identical dataset, not regenerated (--force to redo): {artifact.path}")
     else:
         _print_table("generate", stage.summary_rows(artifact))
+    typer.echo(f"dataset {artifact.id} -> {artifact.path}")
+
+
+def _judged_preferences(model, data, judge_url, judge_model, num, api_key_env, allow_remote, overrides, workspace,
+                        force) -> None:
+    """`privtune generate --preferences`: privtune.generate.preferences, from the command line."""
+    from privtune.config import apply_overrides, build_config
+    from privtune.endpoint import Endpoint
+    from privtune.generate import preferences
+    from privtune.ui import console
+
+    if not data:
+        raise PrivtuneError("--preferences needs --data: the sft dataset whose prompts the model answers",
+                            field="--data")
+    if not (judge_url and judge_model):
+        raise PrivtuneError("--preferences needs a judge: --judge-url and --judge-model", field="--judge-url",
+                            hint="e.g. privtune serve of a bigger model, Ollama or vLLM on this machine")
+    config = build_config(preferences.PreferenceConfig, apply_overrides({"num": num} if num else {}, overrides, {}),
+                          source="command line")
+    judge = Endpoint(judge_url, judge_model, api_key_env=api_key_env, allow_remote=allow_remote, url_flag="--judge-url")
+    artifact, found = preferences.run(model, data, judge, config, _workspace(workspace), force=force)
+    if found:
+        console.print(f"found an identical preference dataset, not regenerated (--force to redo): {artifact.path}")
+    metrics = artifact.manifest["metrics"]
+    judged = metrics["judge"]
+    _print_table("generate --preferences", [(key, str(judged[key])) for key in (
+        "compared", "kept", "ties", "disagreed", "unparsed", "failed", "identical")] + [
+        ("judge agreement (both orders)", f"{judged['agreement']:.2f}" if judged["agreement"] is not None else "-"),
+        ("train / validation / test", " / ".join(str(metrics["splits"][s]) for s in ("train", "validation", "test")))])
     typer.echo(f"dataset {artifact.id} -> {artifact.path}")
 
 

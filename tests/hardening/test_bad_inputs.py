@@ -53,7 +53,7 @@ CASES = [
     ("recipe bad YAML", ["train", "--data", "x", "--recipe", "{bad}/recipe_bad_yaml.yaml"],
      "{bad}/recipe_bad_yaml.yaml:4", None, "YAML"),
     ("recipe unknown method", ["train", "--data", "x", "--recipe", "{bad}/recipe_unknown_method.yaml"],
-     "{bad}/recipe_unknown_method.yaml:1", "method", "dpo"),
+     "{bad}/recipe_unknown_method.yaml:1", "method", "ppo"),
     ("--set negative learning rate", ["train", "--data", "x", "--set", "learning_rate=-1"],
      "--set", "learning_rate", "positive"),
     ("train on a missing dataset", ["train", "--data", "no-such-dataset"], None, "--data", "no-such-dataset"),

@@ -101,8 +101,8 @@ def trainer_rows(dataset_path: Path, split: str) -> list[dict]:
     rows = []
     for line in (dataset_path / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
         example = json.loads(line)
-        row = {key: [{"role": m["role"], "content": m["content"]} for m in value]
-               for key, value in example.items() if key not in ("meta", "label")}
+        row = {key: [{"role": m["role"], "content": m["content"]} for m in example[key]]
+               for key in ("prompt", "chosen", "rejected", "completion") if key in example}
         if "label" in example:
             row["label"] = example["label"]
         rows.append(row)

@@ -6,25 +6,8 @@ import json
 from pathlib import Path
 
 from privtune.endpoint import Endpoint
-from privtune.errors import PrivtuneError
-from privtune.eval.metrics import parse_verdict, wilson_interval
+from privtune.judging import PROMPT, ask_judge, wilson_interval  # noqa: F401 (PROMPT: eval's name for it)
 from privtune.ui import track
-
-PROMPT = """You are comparing two answers to the same request. Judge which answer is more helpful, correct and faithful to the reference.
-
-Request:
-{prompt}
-
-Reference answer:
-{reference}
-
-Answer A:
-{a}
-
-Answer B:
-{b}
-
-Give one short sentence of reasoning, then a last line of exactly "Winner: A", "Winner: B" or "Winner: tie"."""
 
 
 def run_judge(endpoint: Endpoint, rows: list[dict], tuned: list[str], baseline: list[str], folder: Path,
@@ -41,17 +24,11 @@ def run_judge(endpoint: Endpoint, rows: list[dict], tuned: list[str], baseline: 
             prompt = "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"][:-1])
             text = PROMPT.format(prompt=prompt, reference=row["messages"][-1]["content"], a=a, b=b)
             try:
-                reply = client.chat.completions.create(model=endpoint.model, temperature=0, seed=seed,
-                                                       messages=[{"role": "user", "content": text}])
-                content = reply.choices[0].message.content if reply.choices else ""
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                raise PrivtuneError(f"the judge at {endpoint.host} refused the request: {endpoint.redact(str(exc))[:200]}",
-                                    field="--judge-model") from None
+                verdict, content = ask_judge(client, endpoint, text, seed)
             except openai.APIError as exc:
                 failed += 1
                 log.write(json.dumps({"index": index, "error": endpoint.redact(str(exc))[:300]}) + "\n")
                 continue
-            verdict = parse_verdict((content or "").strip().splitlines()[-1] if content and content.strip() else "")
             winner = None if verdict is None else "tie" if verdict == "tie" else \
                 ("tuned" if (verdict == "A") != swapped else "baseline")
             if winner is None:

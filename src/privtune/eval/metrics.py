@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from privtune import registry
+from privtune.judging import parse_verdict, wilson_interval  # noqa: F401 (eval's names for them)
 
 ANSWER_METRICS = "privtune.eval.answer_metrics"
 
@@ -78,26 +79,3 @@ def __getattr__(name: str):
 
 def mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-def wilson_interval(wins: float, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% interval of a win rate (ties count half)."""
-    if total == 0:
-        return 0.0, 1.0
-    p = wins / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-_VERDICT = re.compile(r"\b(?:winner|verdict|answer)\s*[:=]\s*\**\s*(A|B|tie)\b", re.IGNORECASE)
-
-
-def parse_verdict(text: str) -> str | None:
-    """'A', 'B' or 'tie' from a judge's reply; None when it does not say in the expected form."""
-    match = _VERDICT.search(text or "")
-    if match:
-        value = match.group(1)
-        return "tie" if value.lower() == "tie" else value.upper()
-    stripped = (text or "").strip().strip(".*").upper()
-    return {"A": "A", "B": "B", "TIE": "tie"}.get(stripped)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from privtune.endpoint import Endpoint
-from privtune.judging import PROMPT, ask_judge, wilson_interval  # noqa: F401 (PROMPT: eval's name for it)
+from privtune.judging import PROMPT, ask_judge, wilson_interval
 from privtune.ui import track
 
 

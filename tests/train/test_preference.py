@@ -111,22 +111,15 @@ def test_a_reward_model_learns_to_rank_the_chosen_answers_on_held_out_pairs(pref
         sft.run(paired.id, str(tiny_model), config, workspace, sft.TrainOptions(merge=True))
 
 
-def test_training_on_an_unmerged_sft_adapter_starts_from_the_sft_model(tuned_model):
-    """An adapter artifact (SFT without --merge) is loaded as its base with the adapter merged in: the
-    model the new adapter trains on gives the SFT model's logits, not the bare base's."""
-    import torch
-
-    from privtune.models.inference import load_for_inference
+def test_training_on_an_unmerged_sft_adapter_is_refused_with_the_way_out(tuned_model, tiny_model):
+    """A new adapter over an SFT adapter merged only in memory would record a base nothing could load back:
+    train asks for the merged SFT model instead, before loading anything."""
     from privtune.models.loading import resolve_model
     from privtune.train.method import method_of
 
     artifact, workspace = tuned_model
     assert artifact.manifest["adapter"] and not artifact.manifest["merged"]
-    config = train_config("dpo")
-    start = sft.load_model(resolve_model(artifact.id, workspace), method_of("dpo"), config, "fp32")
-    tuned = load_for_inference(artifact.id, workspace)
-    base = sft.load_model(resolve_model(artifact.manifest["base_model"], workspace), method_of("dpo"), config, "fp32")
-    ids = tuned.tokenizer("The app crashes when I log in", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        got, want, bare = (m(input_ids=ids).logits for m in (start, tuned.model, base))
-    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, bare, atol=1e-2)
+    with pytest.raises(PrivtuneError) as caught:
+        sft.load_model(resolve_model(artifact.id, workspace), method_of("dpo"), train_config("dpo"), "fp32")
+    assert "adapter without merged weights" in caught.value.message and "--merge" in caught.value.hint
+    assert caught.value.field == "--model"

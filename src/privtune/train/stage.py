@@ -91,35 +91,29 @@ def precision_flags(config: TrainConfig) -> dict:
 def load_model(model: ModelRef, method: Method, config: TrainConfig, dtype_name: str):
     """The base model as `from_pretrained` gives it, loaded and prepared as the method asks (4-bit for qlora).
 
-    A model artifact that is an adapter without merged weights (an SFT run without --merge, the usual
-    parent of DPO) is loaded as its base with the adapter merged in, in memory: the new method's adapter
-    then trains on top of the SFT model, not on the bare base."""
+    A model artifact that is an adapter without merged weights (an SFT run without --merge) is refused with
+    the way out: a new adapter trained on it in memory would record a base that is itself an adapter,
+    which nothing that loads models (eval, serve, export) could load back."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    if model.artifact is not None and model.artifact.needs_base:
+        raise PrivtuneError(f"model {model.artifact.id} is an adapter without merged weights; train on a merged "
+                            "model", field="--model", hint="re-run the command that trained it with --merge "
+                            "(merges in place, no retraining), then pass the same model id")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype_name, torch.float32)
     kwargs: dict = {"dtype": dtype, **method.load_kwargs(config, dtype)}
-    adapter = model.artifact is not None and model.artifact.needs_base
-    if adapter and "quantization_config" in kwargs:
-        raise PrivtuneError(f"model {model.artifact.id} is an adapter; a 4-bit base cannot take it merged in",
-                            field="--model", hint="re-run the command that trained it with --merge (merges in "
-                            "place, no retraining), then train on it")
-    weights = model.artifact.base_model if adapter else model.location
     try:
-        model_config = AutoConfig.from_pretrained(weights)
+        model_config = AutoConfig.from_pretrained(model.location)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
         if method.head == "score":
             from transformers import AutoModelForSequenceClassification
 
             auto, kwargs["num_labels"] = AutoModelForSequenceClassification, 1
-        loaded = auto.from_pretrained(weights, **kwargs)
+        loaded = auto.from_pretrained(model.location, **kwargs)
     except (OSError, ValueError) as exc:
-        raise PrivtuneError(f"cannot load model '{weights}': {str(exc).splitlines()[0]}", field="--model",
+        raise PrivtuneError(f"cannot load model '{model.location}': {str(exc).splitlines()[0]}", field="--model",
                             hint="check the path, or that the hub is reachable for a hub id") from None
-    if adapter:
-        from peft import PeftModel
-
-        loaded = PeftModel.from_pretrained(loaded, model.location).merge_and_unload()
     return method.prepare(loaded, config)
 
 

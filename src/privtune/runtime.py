@@ -191,11 +191,12 @@ def follows_load(threads: int = 0) -> bool:
     return not (threads or threads_from_env() or torch.cuda.is_available() or not OtherLoad.visible())
 
 
-def start_following_load(threads: int = 0) -> ThreadsFollower | None:
-    """A started ThreadsFollower when `follows_load(threads)`, else None (the thread count stays as set)."""
+def start_following_load(threads: int = 0, kind: type = ThreadsFollower) -> ThreadsFollower | None:
+    """A started `kind` (ThreadsFollower or a subclass: train's callback) when `follows_load(threads)`, else
+    None (the thread count stays as set)."""
     if not follows_load(threads):
         return None
-    follower = ThreadsFollower(choose_threads(), usable_cpus())
+    follower = kind(choose_threads(), usable_cpus())
     follower.start()
     return follower
 

@@ -133,6 +133,13 @@ def content_key(example: dict) -> str:
     return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
 
 
+def refused_by_template(example: dict, message: str, source: str) -> BadRecord:
+    """The bad record for an example the chat template refused, named by the file and line it came from."""
+    meta = example.get("meta", {})
+    return BadRecord(f"the chat template refused this conversation: {message}", source=meta.get("source", source),
+                     line=meta.get("line"), field="template")
+
+
 def split_of(key: str, seed: int, validation_fraction: float, test_fraction: float) -> str:
     """A deterministic split from the content hash: adding records never moves existing ones."""
     point = int(hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -353,9 +360,7 @@ def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: s
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             for n, (key, example) in enumerate(chunk):
                 if n in errors:
-                    meta = example.get("meta", {})
-                    error = BadRecord(f"the chat template refused this conversation: {errors[n]}",
-                                      source=meta.get("source", source), line=meta.get("line"), field="template")
+                    error = refused_by_template(example, errors[n], source)
                     if rejects is None:
                         raise error
                     counts["template_rejected"] += 1

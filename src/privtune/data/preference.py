@@ -10,14 +10,12 @@ and test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
 
 from privtune.artifacts import write_atomic
-from privtune.data.dataset import SPLITS, SeenKeys, split_of
-from privtune.data.formats import BadRecord
+from privtune.data.dataset import SPLITS, SeenKeys, content_key, refused_by_template, split_of
 from privtune.errors import PrivtuneError
 from privtune.ui import track
 
@@ -25,8 +23,8 @@ ANSWERS = {"preference": ("chosen", "rejected"), "unpaired": ("completion",)}
 
 
 def _key(*parts: list[dict]) -> str:
-    text = "\x1d".join("\x1e".join(f"{m['role']}\x1f{m['content']}" for m in part) for part in parts)
-    return hashlib.sha1(text.encode()).hexdigest()
+    """The dataset's content_key over the parts' turns, in order: a pair and its reverse differ."""
+    return content_key({"messages": [m for part in parts for m in part]})
 
 
 def rendered_lengths(tokenizer, template: str, prompt: list[dict], answers: list[list[dict]]) -> list[int]:
@@ -62,16 +60,14 @@ def write_preference_dataset(folder: Path, examples: Iterable[dict], kind: str, 
         for example in track(examples, "checking pairs"):
             counts["records_read"] += 1
             answers = [example[name] for name in ANSWERS[kind]]
-            label = [{"role": "label", "content": str(example.get("label", ""))}]
+            label = [{"role": "label", "content": str(example.get("label", "")), "train": False}]
             if config.dedup and not seen.add(_key(example["prompt"], *answers, label)):
                 counts["duplicates"] += 1
                 continue
             try:
                 lengths = rendered_lengths(tokenizer, template, example["prompt"], answers)
             except TemplateError as exc:
-                meta = example.get("meta", {})
-                error = BadRecord(f"the chat template refused this conversation: {exc}",
-                                  source=meta.get("source", source), line=meta.get("line"), field="template")
+                error = refused_by_template(example, str(exc), source)
                 if rejects is None:
                     raise error from None
                 counts["template_rejected"] += 1

@@ -129,11 +129,8 @@ def threads_following_load(config: TrainConfig) -> list:
     can see the machine's load (Linux); none when the recipe or PRIVTUNE_THREADS sets it."""
     from privtune import runtime
 
-    if not runtime.follows_load(config.threads):
-        return []
-    follow = ThreadsFollowLoad(runtime.choose_threads(), runtime.usable_cpus())
-    follow.start()
-    return [follow]
+    follow = runtime.start_following_load(config.threads, ThreadsFollowLoad)
+    return [follow] if follow else []
 
 
 def trainer_arguments(config: TrainConfig, output_dir: Path, flags: dict, has_eval: bool, report_to: str) -> dict:

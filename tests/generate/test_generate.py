@@ -162,3 +162,25 @@ def test_the_generated_dataset_takes_prep_settings(teacher, tiny_model, workspac
     assert dataset.template_name == "alpaca" and "### Response" in dataset.chat_template
     assert dataset.split_size("validation") == 0 and 4 <= dataset.split_size("test") <= 10  # ~30% of 20, hashed
     assert dataset.config["dataset"]["max_length"] == 256 and dataset.config["seed"] == 42
+
+
+def test_generated_examples_that_overlap_eval_data_are_dropped(teacher, tiny_model, workspace, tmp_path):
+    """Decontamination is a dataset setting, so generate applies it too: the teacher, replaying the same tasks,
+    writes a dataset without the examples that an eval file holds."""
+    import random
+
+    from privtune.data.dataset import DatasetSettings
+
+    first, _ = stage.run(endpoint(teacher), str(tiny_model), config(num=20, concurrency=1), workspace, seeds=SEEDS)
+    train = [json.loads(l) for l in (first.path / "train.jsonl").read_text().splitlines()]
+    evaluation = tmp_path / "eval.jsonl"
+    evaluation.write_text("".join(json.dumps({"messages": [{k: m[k] for k in ("role", "content")}
+                                                            for m in row["messages"]]}) + "\n" for row in train[:3]))
+    teacher.rng = random.Random(0)  # the same tasks again
+    settings = DatasetSettings(decontaminate="drop", decontaminate_against=[str(evaluation)])
+    second, _ = stage.run(endpoint(teacher), str(tiny_model), config(num=20, concurrency=1, dataset=settings),
+                          workspace, seeds=SEEDS)
+    found = second.manifest["metrics"]["decontamination"]
+    kept = {row["messages"][0]["content"] for row in lines(second)}
+    assert found["dropped"] >= 3 and not kept & {row["messages"][0]["content"] for row in train[:3]}
+    assert len(kept) == 20 - found["dropped"]

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Literal
 from privtune.artifacts import write_atomic
 from pydantic import Field, field_validator, model_validator
 
-from privtune.config import Config, ConfigValueError
+from privtune.config import CommaList, Config, ConfigValueError
 from privtune.data.formats import (BadRecord, apply_mapping, detect_format, format_names, normalize, odd_shapes,
                                    read_records)
 from privtune.data.render import render_with_spans, tokenize_with_masks
@@ -47,6 +47,16 @@ class DatasetSettings(Config):
     """Seeds the split; the same seed and records always give the same split."""
     dedup: bool = True
     """Remove exact duplicate conversations."""
+    decontaminate: Literal["off", "report", "drop"] = "off"
+    """Train examples sharing a word n-gram with held-out data (the validation and test splits, and
+    `decontaminate_against`): report counts them (and lists them in decontaminated.jsonl), drop removes them."""
+    decontaminate_ngram: int = 8
+    """Words in an n-gram; shorter n-grams find more overlap, and more of it by chance."""
+    decontaminate_boilerplate: float = 0.5
+    """An n-gram in at least this share of the held-out examples, or of the train examples (and in 3 or more),
+    is the task's shared wording (an instruction every record repeats), not a leak, and is ignored."""
+    decontaminate_against: CommaList = Field(default_factory=list)
+    """More eval data, as files in any prep format (e.g. the set `privtune eval --data` will use)."""
 
     @model_validator(mode="after")
     def check(self):
@@ -55,6 +65,12 @@ class DatasetSettings(Config):
         for name in ("validation_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise ConfigValueError(name, f"must be in [0, 0.5), got {getattr(self, name)}")
+        if self.decontaminate_ngram < 1:
+            raise ConfigValueError("decontaminate_ngram", f"must be at least 1, got {self.decontaminate_ngram}")
+        if not 0 < self.decontaminate_boilerplate <= 1:
+            raise ConfigValueError("decontaminate_boilerplate", f"must be in (0, 1], got {self.decontaminate_boilerplate}")
+        if self.decontaminate_against and self.decontaminate == "off":
+            raise ConfigValueError("decontaminate_against", "is used only with decontaminate=report or drop")
         return self
 
 
@@ -389,7 +405,27 @@ def write_dataset(folder: Path, examples: Iterable[dict], tokenizer, template: s
         raise PrivtuneError("the train split is empty; add records or lower the validation/test fractions",
                             source=source)
     write_atomic(folder / "chat_template.jinja", template)
-    return {**counts, "rejected": 0, "examples": kept, "splits": dict(writers.counts), "tokens": tokens,
-            "trained_tokens": trained_tokens, "length_percentiles": _percentiles(histogram)}
+    stats = {**counts, "rejected": 0, "examples": kept, "splits": dict(writers.counts), "tokens": tokens,
+             "trained_tokens": trained_tokens, "length_percentiles": _percentiles(histogram)}
+    return with_decontamination(folder, config, stats)
+
+
+def with_decontamination(folder: Path, config: DatasetSettings, stats: dict) -> dict:
+    """The dataset's stats after decontamination (when asked for): counts of what was found and dropped."""
+    if config.decontaminate == "off":
+        return stats
+    from privtune.data.decontaminate import decontaminate
+
+    found = decontaminate(folder, config)
+    if found["dropped"] and found["dropped"] == stats["splits"]["train"]:
+        raise PrivtuneError("decontamination dropped every train example", field="decontaminate",
+                            hint="check decontaminated.jsonl; raise decontaminate_ngram, lower decontaminate_boilerplate "
+                                 "or use decontaminate=report")
+    stats["splits"] = {**stats["splits"], "train": stats["splits"]["train"] - found["dropped"]}
+    stats["examples"] -= found["dropped"]
+    if "tokens" in stats:
+        stats["tokens"] -= found["dropped_tokens"]
+        stats["trained_tokens"] -= found["dropped_trained_tokens"]
+    return {**stats, "decontamination": found}
 
 

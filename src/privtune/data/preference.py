@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterable
 
 from privtune.artifacts import write_atomic
-from privtune.data.dataset import SPLITS, SeenKeys, content_key, refused_by_template, split_of
+from privtune.data.dataset import (SPLITS, SeenKeys, content_key, refused_by_template, split_of,
+                                   with_decontamination)
 from privtune.errors import PrivtuneError
 from privtune.ui import track
 
@@ -89,6 +90,12 @@ def write_preference_dataset(folder: Path, examples: Iterable[dict], kind: str, 
                             source=source, hint=f"max_length is {config.max_length}" if not kept else None)
     write_atomic(folder / "chat_template.jinja", template)
     stats = {**counts, "rejected": 0, "examples": kept, "splits": splits, "longest": longest}
+    stats = with_decontamination(folder, config, stats)
+    if kind == "unpaired" and stats.get("decontamination", {}).get("dropped"):
+        labels = {"desirable": 0, "undesirable": 0}
+        for split in SPLITS:
+            for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+                labels["desirable" if json.loads(line)["label"] else "undesirable"] += 1
     return {**stats, "labels": labels} if kind == "unpaired" else stats
 
 

@@ -13,6 +13,7 @@ from typing import Iterator
 from privtune.artifacts import Artifact, Result, Workspace, input_record, stable_hash
 from privtune.config import config_dict
 from privtune.data.dataset import SPLITS, PrepConfig, Rejects, iter_examples, load_examples, write_dataset
+from privtune.data.decontaminate import decontamination_rows
 from privtune.data.formats import examples_kind
 from privtune.data.preference import write_preference_dataset
 from privtune.data.render import choose_template, tokenizer_fingerprint
@@ -103,7 +104,7 @@ def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
                 ("train / validation / test", " / ".join(str(m["splits"][s]) for s in SPLITS)),
                 ("longest (tokens)", str(m["longest"])),
                 *([("desirable / undesirable", f"{m['labels']['desirable']} / {m['labels']['undesirable']}")]
-                  if "labels" in m else [])]
+                  if "labels" in m else []), *decontamination_rows(m)]
     p = m.get("length_percentiles", {})
     rows = [
         ("records read", str(m["records_read"])), ("rejected (bad)", str(m["rejected"])),
@@ -114,6 +115,7 @@ def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
         ("tokens (trained)", f"{m['tokens']} ({m['trained_tokens']})"),
         ("length p50 / p90 / p99 / max", f"{p.get('p50')} / {p.get('p90')} / {p.get('p99')} / {p.get('max')}"),
     ]
+    rows += decontamination_rows(m)
     for key, label in SHAPE_WARNINGS.items():
         if m.get(key):
             rows.append((f"warning: {label}", str(m[key])))

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from privtune.config import CommaList, Config, ConfigValueError, config_dict
 from privtune.data.dataset import DatasetSettings
+from privtune.data.decontaminate import decontamination_rows
 from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
 from privtune.generate.egress import EGRESS_LOG, BudgetSpent, EgressLog, complete_lines
@@ -569,4 +570,4 @@ def summary_rows(artifact: Artifact) -> list[tuple[str, str]]:
     if artifact.manifest.get("stopped"):
         rows.append(("stopped short", artifact.manifest["stopped"]))
     rows += [(f"dropped: {reason}", str(count)) for reason, count in sorted(g["dropped"].items())]
-    return rows
+    return rows + decontamination_rows(artifact.manifest["metrics"])

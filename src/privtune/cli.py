@@ -224,6 +224,40 @@ def _judged_preferences(model, data, judge_url, judge_model, num, api_key_env, a
     typer.echo(f"dataset {artifact.id} -> {artifact.path}")
 
 
+@app.command("filter")
+@handles_errors
+def filter_dataset(
+    data: str = typer.Option(..., "--data", "-d", help="Dataset artifact id or path (prep's or generate's)"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", envvar="PRIVTUNE_JUDGE_URL",
+                                            help="OpenAI-compatible judge that rates each example 1-5"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", envvar="PRIVTUNE_JUDGE_MODEL"),
+    min_score: Optional[int] = typer.Option(None, "--min-score", help="Keep examples rated at least this [default: 3]"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Variable holding the judge's API key"),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a judge off this machine (it sees the data)"),
+    overrides: List[str] = SetOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    force: bool = ForceOpt,
+):
+    """Have a judge rate every example 1-5 (request clear, input consistent, response correct and complete)
+    and keep those rated at least --min-score, as a new dataset."""
+    from privtune.config import apply_overrides, build_config
+    from privtune.endpoint import Endpoint
+    from privtune.generate import quality
+    from privtune.ui import console
+
+    if not (judge_url and judge_model):
+        raise PrivtuneError("filter needs a judge: --judge-url and --judge-model", field="--judge-url",
+                            hint="e.g. privtune serve --batching of an instruct model, Ollama or vLLM on this machine")
+    config = build_config(quality.FilterConfig, apply_overrides({"min_score": min_score} if min_score else {},
+                                                                overrides, {}), source="command line")
+    judge = Endpoint(judge_url, judge_model, api_key_env=api_key_env, allow_remote=allow_remote, url_flag="--judge-url")
+    artifact, found = quality.run(data, judge, config, _workspace(workspace), force=force)
+    if found:
+        console.print(f"found an identical filtered dataset, not redone (--force to redo): {artifact.path}")
+    _print_table("filter", quality.summary_rows(artifact))
+    typer.echo(f"dataset {artifact.id} -> {artifact.path}")
+
+
 @app.command()
 @handles_errors
 def train(

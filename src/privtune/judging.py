@@ -1,5 +1,6 @@
-"""An LLM judge's pairwise verdicts, shared by eval (tuned vs baseline) and generate --preferences (which of
-two of a model's own answers): the prompt, one request, the verdict's parsing, and a win rate's interval."""
+"""An LLM judge, shared by eval (tuned vs baseline), generate --preferences (which of two of a model's own
+answers) and filter (a 1-5 rating of one example): the prompts, one request, the verdict's and score's
+parsing, and a win rate's interval."""
 
 from __future__ import annotations
 
@@ -25,10 +26,20 @@ Answer B:
 Give one short sentence of reasoning, then a last line of exactly "Winner: A", "Winner: B" or "Winner: tie"."""
 
 
-def ask_judge(client, endpoint: Endpoint, text: str, seed: int) -> tuple[str | None, str]:
-    """The judge's verdict on one comparison ("A", "B", "tie", or None when its last line says none of these)
-    and its whole reply. A refusal (auth, permission, unknown model) stops the run with a clear error;
-    other API errors are the caller's to count."""
+RATING_PROMPT = """You are checking one example of training data for an assistant. Rate it from 1 (useless or wrong) to 5 (excellent): is the request clear, is any input in it consistent with the request, and is the response correct and complete?
+
+Request:
+{prompt}
+
+Response:
+{response}
+
+Give one short sentence of reasoning, then a last line of exactly "Score: N" with N from 1 to 5."""
+
+
+def ask(client, endpoint: Endpoint, text: str, seed: int) -> str:
+    """The judge's reply to one prompt, at temperature 0. A refusal (auth, permission, unknown model) stops the
+    run with a clear error; other API errors are the caller's to count."""
     import openai
 
     try:
@@ -37,7 +48,13 @@ def ask_judge(client, endpoint: Endpoint, text: str, seed: int) -> tuple[str | N
     except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
         raise PrivtuneError(f"the judge at {endpoint.host} refused the request: {endpoint.redact(str(exc))[:200]}",
                             field="--judge-model") from None
-    content = (reply.choices[0].message.content if reply.choices else "") or ""
+    return (reply.choices[0].message.content if reply.choices else "") or ""
+
+
+def ask_judge(client, endpoint: Endpoint, text: str, seed: int) -> tuple[str | None, str]:
+    """The judge's verdict on one comparison ("A", "B", "tie", or None when its last line says none of these)
+    and its whole reply."""
+    content = ask(client, endpoint, text, seed)
     return parse_verdict(content.strip().splitlines()[-1] if content.strip() else ""), content
 
 
@@ -62,3 +79,15 @@ def parse_verdict(text: str) -> str | None:
         return "tie" if value.lower() == "tie" else value.upper()
     stripped = (text or "").strip().strip(".*").upper()
     return {"A": "A", "B": "B", "TIE": "tie"}.get(stripped)
+
+
+_SCORE = re.compile(r"\bscore\s*[:=]\s*\**\s*([1-5])(?:\s*/\s*5)?\b", re.IGNORECASE)
+
+
+def parse_score(text: str) -> int | None:
+    """1-5 from a rating's last "Score: N" (N/5 accepted); None when the reply gives none."""
+    found = _SCORE.findall(text or "")
+    if found:
+        return int(found[-1])
+    stripped = (text or "").strip().splitlines()[-1].strip(" .*") if (text or "").strip() else ""
+    return int(stripped) if stripped in {"1", "2", "3", "4", "5"} else None

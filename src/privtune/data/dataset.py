@@ -429,3 +429,26 @@ def with_decontamination(folder: Path, config: DatasetSettings, stats: dict) -> 
     return {**stats, "decontamination": found}
 
 
+def drop_rows(folder: Path, split: str, rows: set[int]) -> tuple[int, int]:
+    """Rewrite a split without `rows` (indices into its jsonl, which tokenized/<split>.parquet follows row for
+    row), each file as temp file + rename; the tokens the dropped rows held, and of those the trained ones."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not rows:
+        return 0, 0
+    lines = (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    write_atomic(folder / f"{split}.jsonl", "".join(line + "\n" for i, line in enumerate(lines) if i not in rows))
+    path = folder / "tokenized" / f"{split}.parquet"
+    if not path.exists():
+        return 0, 0
+    table = pq.read_table(path)
+    keep = pa.array([i not in rows for i in range(table.num_rows)])
+    dropped = table.filter(pc.invert(keep))
+    tokens = pc.sum(pc.list_value_length(dropped.column("input_ids"))).as_py() or 0
+    trained = pc.sum(pc.list_flatten(dropped.column("assistant_masks"))).as_py() or 0
+    temporary = path.with_suffix(".parquet.tmp")
+    pq.write_table(table.filter(keep), temporary)
+    os.replace(temporary, path)
+    return int(tokens), int(trained)

@@ -11,11 +11,11 @@ dropped examples, each with the n-gram it shared, go to `decontaminated.jsonl` f
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from privtune.artifacts import write_atomic
+from privtune.data import dataset
 from privtune.errors import PrivtuneError
 from privtune.ui import track
 
@@ -107,31 +107,9 @@ def decontaminate(folder: Path, config) -> dict:
              "boilerplate_ngrams": held_out.boilerplate, "checked": len(lines), "contaminated": len(flagged),
              "dropped": 0, "dropped_tokens": 0, "dropped_trained_tokens": 0}
     if config.decontaminate == "drop" and flagged:
-        write_atomic(folder / "train.jsonl", "".join(line + "\n" for i, line in enumerate(lines) if i not in flagged))
         stats["dropped"] = len(flagged)
-        stats["dropped_tokens"], stats["dropped_trained_tokens"] = _drop_tokenized_rows(folder, set(flagged))
+        stats["dropped_tokens"], stats["dropped_trained_tokens"] = dataset.drop_rows(folder, "train", set(flagged))
     return stats
-
-
-def _drop_tokenized_rows(folder: Path, rows: set[int]) -> tuple[int, int]:
-    """Rewrite tokenized/train.parquet without `rows` (temp file + rename); the tokens they held, and of those
-    the trained ones."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    path = folder / "tokenized" / "train.parquet"
-    if not path.exists():
-        return 0, 0
-    table = pq.read_table(path)
-    keep = pa.array([i not in rows for i in range(table.num_rows)])
-    dropped = table.filter(pc.invert(keep))
-    tokens = pc.sum(pc.list_value_length(dropped.column("input_ids"))).as_py() or 0
-    trained = pc.sum(pc.list_flatten(dropped.column("assistant_masks"))).as_py() or 0
-    temporary = path.with_suffix(".parquet.tmp")
-    pq.write_table(table.filter(keep), temporary)
-    os.replace(temporary, path)
-    return int(tokens), int(trained)
 
 
 def decontamination_rows(metrics: dict) -> list[tuple[str, str]]:

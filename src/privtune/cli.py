@@ -390,7 +390,11 @@ def _print_compare(artifacts) -> None:
     from privtune.eval.report import compare_table
     from privtune.ui import console
 
-    console.print(compare_table(artifacts))
+    ranked = [a for a in artifacts if a.manifest["metrics"].get("kind") == "preference"]
+    for artifact in ranked:  # a preference eval's figures are its own: its report's table
+        console.print((artifact.path / "report.md").read_text(encoding="utf-8"), markup=False)
+    if len(ranked) < len(artifacts):
+        console.print(compare_table([a for a in artifacts if a not in ranked]))
 
 
 @app.command()

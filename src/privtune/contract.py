@@ -88,6 +88,8 @@ class ModelArtifact(View):
     adapter: bool = False
     merged: bool = False
     seq2seq: bool = False
+    head: str = "lm"
+    """lm: a language model; score: a reward model's one-output score head (AutoModelForSequenceClassification)."""
     name: str | None = None
     """A display name (an imported GGUF's file name)."""
     gguf: dict = {}

@@ -46,8 +46,7 @@ def test_the_preference_methods_are_registry_entries():
 
 def test_dpo_learns_to_prefer_the_chosen_answers(preference_data, tiny_model):
     paired, _, workspace = preference_data
-    config = train_config("dpo", max_steps=12, batch_size=4, learning_rate=5e-3, **{"preference.beta": 0.1})
-    artifact, reused = sft.run(paired.id, str(tiny_model), config, workspace)
+    artifact, reused = sft.run(paired.id, str(tiny_model), dpo_config(), workspace)
     metrics = artifact.manifest["metrics"]
     assert not reused and artifact.manifest["method"] == "dpo" and artifact.manifest["adapter"]
     assert metrics["steps"] == 12 and metrics["eval_loss_start"] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy = reference
@@ -81,15 +80,36 @@ def test_train_refuses_a_dataset_of_the_wrong_kind(preference_data, tickets_data
     assert "holds sft examples; method 'dpo' trains on preference" in caught.value.message
 
 
-def test_eval_of_a_preference_model_asks_for_an_sft_dataset(preference_data, tiny_model):
+def dpo_config():
+    return train_config("dpo", max_steps=12, batch_size=4, learning_rate=5e-3, **{"preference.beta": 0.1})
+
+
+def test_eval_ranks_held_out_pairs_dpo_above_its_reference(preference_data, tiny_model, cli):
+    """On a preference dataset eval reports how often each model prefers the chosen answer (log-probabilities),
+    and DPO's implicit reward against its baseline (the model it started from, its reference)."""
     from privtune.eval import stage as evaluation
     from privtune.eval.stage import EvalConfig
 
-    paired, _, workspace = preference_data
-    artifact, _ = sft.run(paired.id, str(tiny_model), train_config("dpo", max_steps=1, batch_size=4), workspace)
+    paired, kto, workspace = preference_data
+    dpo, _ = sft.run(paired.id, str(tiny_model), dpo_config(), workspace)  # the DPO test's model, reused
+    result, _ = evaluation.run(dpo.id, EvalConfig(), workspace)
+    metrics = result.manifest["metrics"]
+    tuned, base = metrics["models"]["tuned"], metrics["models"]["baseline"]
+    assert metrics["kind"] == "preference" and metrics["split"] == "validation" and metrics["examples"] == paired.manifest["metrics"]["splits"]["validation"]
+    assert tuned["preference_accuracy"] >= base["preference_accuracy"] and tuned["logp_margin"] > base["logp_margin"]
+    assert tuned["implicit_reward_accuracy"] >= 0.9  # trained to raise the chosen answers over the reference
+    low, high = metrics["intervals"]["tuned"]["implicit_reward_accuracy"]
+    assert low <= tuned["implicit_reward_accuracy"] <= high
+    assert metrics["paired"]["logp_margin"]["difference"] > 0
+    assert "implicit_reward_accuracy" in (result.path / "report.md").read_text()
+    code, output = cli("eval", "--model", dpo.id, "--workspace", workspace.root)
+    assert code == 0 and "implicit_reward_accuracy" in output and result.id in output
+    code, output = cli("eval", "--model", dpo.id, "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "j",
+                       "--workspace", workspace.root)
+    assert code == 2 and "ranks its held-out pairs" in output
     with pytest.raises(PrivtuneError) as caught:
-        evaluation.run(artifact.id, EvalConfig(), workspace)
-    assert "holds preference examples" in caught.value.message and caught.value.field == "--data"
+        evaluation.run(dpo.id, EvalConfig(), workspace, data=kto.id)
+    assert "holds unpaired examples" in caught.value.message and caught.value.field == "--data"
 
 
 def test_a_reward_model_learns_to_rank_the_chosen_answers_on_held_out_pairs(preference_data, tiny_model):
@@ -109,6 +129,12 @@ def test_a_reward_model_learns_to_rank_the_chosen_answers_on_held_out_pairs(pref
     assert adapter.task_type == "SEQ_CLS" and "score" in adapter.modules_to_save
     with pytest.raises(PrivtuneError, match="cannot be merged|not mergeable|merge"):
         sft.run(paired.id, str(tiny_model), config, workspace, sft.TrainOptions(merge=True))
+    from privtune.eval import stage as evaluation
+
+    ranked, _ = evaluation.run(artifact.id, evaluation.EvalConfig(), workspace)
+    accuracy = ranked.manifest["metrics"]["models"]["tuned"]["reward_accuracy"]
+    assert list(ranked.manifest["metrics"]["models"]) == ["tuned"]  # a reward model has no baseline to rank with
+    assert accuracy == pytest.approx(metrics["eval_pairwise_accuracy"], abs=0.1) and accuracy >= 0.9
 
 
 def test_training_on_an_unmerged_sft_adapter_is_refused_with_the_way_out(tuned_model, tiny_model):

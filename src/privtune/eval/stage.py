@@ -211,11 +211,15 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     tuned = load_for_inference(model, workspace)
     trained = ModelArtifact.of(workspace.resolve(tuned.artifact_id)) if tuned.artifact_id else None
     dataset = find_dataset(trained, data, workspace)
-    if dataset.examples != "sft":
+    if dataset.examples not in ("sft", "preference"):
         raise PrivtuneError(f"dataset {dataset.id} holds {dataset.examples} examples; eval scores answers against "
-                            "conversations", field="--data", hint="pass --data with an sft dataset (its held-out "
-                            "split), e.g. the one the SFT parent was trained on")
-    if baseline is None and trained is not None:
+                            "conversations, or ranks preference pairs", field="--data", hint="pass --data with an sft "
+                            "dataset (its held-out split), e.g. the one the SFT parent was trained on")
+    if dataset.examples == "preference" and (judge or lm_eval):
+        raise PrivtuneError("a judge and lm-eval score generated answers; on a preference dataset eval ranks its "
+                            "held-out pairs", field="--judge-url" if judge else "--lm-eval",
+                            hint="pass --data with an sft dataset for judged answers")
+    if baseline is None and trained is not None and trained.head == "lm":  # a reward model ranks alone
         baseline = trained.base_model
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,
                                "config": config_dict(config), "judge": judge.describe() if judge else None,
@@ -223,6 +227,8 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
     existing = None if force else workspace.get("eval", artifact_id)
     if existing and not force:
         return Result(existing, reused=True)
+    if dataset.examples == "preference":
+        return preference_eval(tuned, baseline, dataset, config, workspace, artifact_id)
     split, rows, tokenized = split_rows(dataset, config.limit)
     staging = workspace.stage("eval", artifact_id)
     results, answers, harness, statistics = {}, {}, {}, {}
@@ -264,6 +270,43 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
                 "dataset": dataset.id, "config": config_dict(config), "seed": config.seed, "metrics": metrics,
                 "notes": notes, "judge": judge.describe() if judge else None,
                 "thread_changes": follower.changes if follower else []}
+    return Result(staging.finish(manifest), reused=False)
+
+
+def preference_eval(tuned: LoadedModel, baseline: str | None, dataset, config: EvalConfig, workspace: Workspace,
+                    artifact_id: str) -> Result:
+    """Each model's ranking of the held-out pairs (eval/preference.py), with intervals and the paired test."""
+    from privtune.eval import preference
+
+    for split in ("test", "validation"):
+        lines = (dataset.path / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        if lines:
+            break
+    else:
+        raise PrivtuneError(f"dataset {dataset.id} has no test or validation pairs", field="--data")
+    pairs = [json.loads(line) for line in lines[: config.limit or len(lines)]]
+    staging = workspace.stage("eval", artifact_id)
+    values, per_pair = {}, {}
+    for label, ref in (("tuned", tuned), ("baseline", baseline)):
+        if ref is None:
+            continue
+        loaded = ref if isinstance(ref, LoadedModel) else load_for_inference(ref, workspace)
+        values[label] = preference.evaluate_pairs(loaded, pairs, dataset.chat_template, config.batch_size)
+        per_pair[label] = preference.pair_statistics(values[label])
+    if "baseline" in values and (implicit := preference.implicit_reward(values["tuned"], values["baseline"])):
+        per_pair["tuned"]["implicit_reward_accuracy"] = implicit
+    metrics = {"split": split, "examples": len(pairs), "kind": "preference",
+               **preference.summarize(per_pair, config.bootstrap, config.seed),
+               "bootstrap": {"resamples": config.bootstrap, "seed": config.seed, "confidence": stats.CONFIDENCE},
+               "labels": model_labels(display_name(tuned.name, workspace), display_name(baseline, workspace))}
+    write_json_atomic(staging.path / "metrics.json", metrics)
+    write_atomic(staging.path / "pairs.jsonl", "".join(json.dumps({"index": i, **{f"{label}_{k}": v[i] for label, kv
+                                                                                in values.items() for k, v in kv.items()}})
+                                                       + "\n" for i in range(len(pairs))))
+    write_atomic(staging.path / "report.md", preference.report(tuned.name, baseline, dataset.id, metrics))
+    manifest = {"stage": "eval", "parents": [p for p in (tuned.artifact_id, dataset.id) if p], "model": tuned.name,
+                "baseline": baseline, "dataset": dataset.id, "config": config_dict(config), "seed": config.seed,
+                "metrics": metrics, "notes": [], "judge": None, "thread_changes": []}
     return Result(staging.finish(manifest), reused=False)
 
 

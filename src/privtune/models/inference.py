@@ -24,11 +24,13 @@ class LoadedModel:
     artifact_id: str | None
     device: str = "cpu"
     threads: int | None = None
+    head: str = "lm"
+    """lm: a language model; score: a reward model, whose output is one score per sequence."""
 
 
 def load_for_inference(ref: str, workspace: Workspace, device: str | None = None) -> LoadedModel:
     """Merged weights if the artifact has them; else the adapter applied to its base model."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
     from privtune.runtime import apply_threads, best_device, compute_dtype, saved_dtype
 
@@ -38,11 +40,14 @@ def load_for_inference(ref: str, workspace: Workspace, device: str | None = None
     artifact = model_ref.artifact
     adapter = artifact is not None and artifact.needs_base
     base_location = artifact.base_model if adapter else model_ref.location
+    head = artifact.head if artifact is not None else "lm"
     try:
         config = AutoConfig.from_pretrained(base_location)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(base_location, dtype=compute_dtype(saved_dtype(config), device),
-                                     **({} if device == "cpu" else {"device_map": device}))
+        extra = {"num_labels": 1} if head == "score" else {}
+        model = (AutoModelForSequenceClassification if head == "score" else auto).from_pretrained(
+            base_location, dtype=compute_dtype(saved_dtype(config), device), **extra,
+            **({} if device == "cpu" else {"device_map": device}))
         if adapter:
             from peft import PeftModel
 
@@ -51,5 +56,7 @@ def load_for_inference(ref: str, workspace: Workspace, device: str | None = None
         raise PrivtuneError(f"cannot load model '{ref}': {str(exc).splitlines()[0]}", field="--model") from None
     model.eval()
     tokenizer = load_tokenizer(model_ref)
+    if head == "score" and model.config.pad_token_id is None:  # the score is read at the last non-pad token
+        model.config.pad_token_id = tokenizer.pad_token_id
     name = artifact.id if artifact else ref
-    return LoadedModel(name, model, tokenizer, artifact.id if artifact else None, device, threads)
+    return LoadedModel(name, model, tokenizer, artifact.id if artifact else None, device, threads, head)

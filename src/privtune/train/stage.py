@@ -209,7 +209,10 @@ def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, data
     """Load, wrap, train (or resume), evaluate and publish: the run itself, once its folder is ready."""
     import torch
 
+    from transformers import set_seed
+
     flags = precision_flags(config)
+    set_seed(config.seed)  # a new head (reward) and the adapters start from the same weights on every run
     base = load_model(model_ref, method, config, flags["_dtype"])
     is_seq2seq = bool(base.config.is_encoder_decoder)
     adapter = peft_config(method, config, base, is_seq2seq)
@@ -438,7 +441,7 @@ def _finish(staging, trainer, tokenizer, dataset, model_ref, method, config, opt
     }
     manifest = {
         "stage": "train", "parents": [dataset.id] + ([model_ref.artifact.id] if model_ref.artifact else []),
-        "base_model": model_ref.location, "method": config.method, "adapter": is_adapter,
+        "base_model": model_ref.location, "method": config.method, "adapter": is_adapter, "head": method.head,
         "merged": bool(options.merge and is_adapter), "seq2seq": is_seq2seq, "config": config_dict(config),
         "seed": config.seed, "metrics": summary, "device": "cuda" if not trainer.args.use_cpu else "cpu",
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",

@@ -149,3 +149,19 @@ def test_training_on_an_unmerged_sft_adapter_is_refused_with_the_way_out(tuned_m
         sft.load_model(resolve_model(artifact.id, workspace), method_of("dpo"), train_config("dpo"), "fp32")
     assert "adapter without merged weights" in caught.value.message and "--merge" in caught.value.hint
     assert caught.value.field == "--model"
+
+
+def test_dpo_can_train_every_weight(preference_data, tiny_model):
+    """preference.full: no adapter, full weights saved (TRL holds a frozen copy as the reference), loadable by eval."""
+    from privtune.eval import stage as evaluation
+
+    paired, _, workspace = preference_data
+    config = train_config("dpo", max_steps=4, batch_size=4, learning_rate=1e-3, **{"preference.full": True})
+    artifact, _ = sft.run(paired.id, str(tiny_model), config, workspace)
+    assert not artifact.manifest["adapter"] and (artifact.path / "model" / "config.json").is_file()
+    assert not (artifact.path / "model" / "adapter_config.json").exists()
+    metrics = artifact.manifest["metrics"]
+    assert metrics["steps"] == 4 and metrics["eval_loss_end"] < metrics["eval_loss_start"]
+    assert metrics["trainable_params"] > 100_000  # every weight, not an adapter's few
+    ranked, _ = evaluation.run(artifact.id, evaluation.EvalConfig(), workspace)
+    assert ranked.manifest["metrics"]["models"]["tuned"]["implicit_reward_accuracy"] > 0.5

@@ -8,11 +8,12 @@ artifact, checkpointing there, so re-running the same command after a crash resu
 
 from __future__ import annotations
 
+
 import errno
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from privtune.artifacts import Artifact, Result, Workspace, stable_hash
@@ -216,6 +217,7 @@ def _train(staging, checkpoints: Path, resume_from: Path | None, tokenizer, data
     base = load_model(model_ref, method, config, flags["_dtype"])
     is_seq2seq = bool(base.config.is_encoder_decoder)
     adapter = peft_config(method, config, base, is_seq2seq)
+    method = replace(method, adapter=adapter is not None)  # a preference method may train in full
     callbacks = [MetricsLog(staging.path / "metrics.jsonl"), MarkCompleteCheckpoints(staging.path / "metrics.jsonl"),
                  RichProgress(), SeedSamplerPerEpoch(), *threads_following_load(config)]
     has_eval = dataset.split_size("validation") > 0

@@ -1,5 +1,6 @@
 """DPO: direct preference optimisation (TRL's DPOTrainer) on chosen/rejected pairs, LoRA adapters on a
-frozen base (typically an SFT model artifact); the base with the adapter off is the reference model."""
+frozen base (typically an SFT model artifact); the base with the adapter off is the reference model.
+`preference.full: true` trains every weight instead, against a frozen copy of the starting model."""
 
 from __future__ import annotations
 
@@ -18,12 +19,20 @@ class PreferenceSettings(Config):
     """KTO: the weight of desirable examples' loss (raise it when they are the fewer)."""
     undesirable_weight: float = 1.0
     """KTO: the weight of undesirable examples' loss."""
+    full: bool = False
+    """Train every weight instead of LoRA adapters (DPO and KTO then hold a frozen copy of the starting model
+    as the reference: twice the model's memory, plus the optimizer's for all of it)."""
 
     @model_validator(mode="after")
     def check(self):
         if self.beta <= 0 or self.desirable_weight <= 0 or self.undesirable_weight <= 0:
             raise ConfigValueError("beta", "beta and the KTO weights must be > 0")
         return self
+
+
+def preference_lora(config, model, task):
+    """LoRA adapters, unless the recipe trains every weight (`preference.full`)."""
+    return None if config.preference.full else lora_config(config, model, task)
 
 
 def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
@@ -36,5 +45,5 @@ def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
 
 
 METHOD = Method(name="dpo", order=5, adapter=True, examples="preference", settings=PreferenceSettings,
-                section="preference", peft_config=lora_config, build_trainer=build_trainer,
+                section="preference", peft_config=preference_lora, build_trainer=build_trainer,
                 description="direct preference optimisation on chosen/rejected pairs (LoRA)")

@@ -4,8 +4,7 @@ LoRA adapters on a frozen base, the base with the adapter off as the reference m
 from __future__ import annotations
 
 from privtune.train.method import Method
-from privtune.train.methods.dpo import PreferenceSettings
-from privtune.train.methods.lora import lora_config
+from privtune.train.methods.dpo import PreferenceSettings, preference_lora
 
 
 def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
@@ -20,5 +19,5 @@ def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
 
 
 METHOD = Method(name="kto", order=7, adapter=True, examples="unpaired", settings=PreferenceSettings,
-                section="preference", peft_config=lora_config, build_trainer=build_trainer,
+                section="preference", peft_config=preference_lora, build_trainer=build_trainer,
                 description="Kahneman-Tversky optimisation on answers marked desirable or not (LoRA)")

@@ -4,8 +4,7 @@ reference model; LoRA adapters on a frozen base."""
 from __future__ import annotations
 
 from privtune.train.method import Method
-from privtune.train.methods.dpo import PreferenceSettings
-from privtune.train.methods.lora import lora_config
+from privtune.train.methods.dpo import PreferenceSettings, preference_lora
 
 
 def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
@@ -23,5 +22,5 @@ def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
 
 
 METHOD = Method(name="orpo", order=6, adapter=True, examples="preference", settings=PreferenceSettings,
-                section="preference", peft_config=lora_config, build_trainer=build_trainer,
+                section="preference", peft_config=preference_lora, build_trainer=build_trainer,
                 description="odds-ratio preference optimisation, no reference model (LoRA)")

@@ -2,11 +2,9 @@
 
 The ticket answers have a checkable truth (JSON with a category and a priority), so a script can judge
 them better than a small local model: an answer scores 1 for being a JSON object, 2 more for the
-reference's category and 1 more for its priority. It reads privtune's own judge prompts:
-- pairwise (eval's and generate --preferences'): "Reference answer:", "Answer A:", "Answer B:" ->
-  "Winner: A|B|tie" by the higher score;
-- rating (privtune filter's): "Instruction:", "Input:", "Response:" -> "Score: N" on 1-5, from the
-  response's own shape (a JSON object with a known category and priority), since a rating has no reference.
+reference's category and 1 more for its priority. It reads privtune's pairwise judge prompt (eval's and
+generate --preferences': "Reference answer:", "Answer A:", "Answer B:") and answers "Winner: A|B|tie" by
+the higher score.
 
     python benchmarks/ticket_judge.py --port 8765     # serves http://127.0.0.1:8765/v1, model "ticket-judge"
 """
@@ -17,10 +15,6 @@ import argparse
 import json
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-CATEGORIES = {"billing", "refund", "bug", "feature_request", "login", "shipping"}
-PRIORITIES = {"low", "medium", "high"}
-
 
 def labels(text: str) -> dict | None:
     """The first JSON object in an answer, or None."""
@@ -49,17 +43,6 @@ def pairwise(prompt: str) -> str:
     return f"A scores {score_a}/4 and B {score_b}/4 against the reference's labels.\nWinner: {winner}"
 
 
-def rating(prompt: str) -> str:
-    response = re.search(r"Response:\n(.*?)\n\n(?:Rate|Give)", prompt, re.DOTALL)
-    got = labels(response.group(1) if response else "")
-    if got is None:
-        return "The response is not a JSON object.\nScore: 1"
-    known = (got.get("category") in CATEGORIES) + (got.get("priority") in PRIORITIES)
-    extra = set(got) - {"category", "priority"}
-    points = 3 + known - (1 if extra else 0)
-    return f"JSON with {known}/2 known labels{' and extra keys' if extra else ''}.\nScore: {max(1, min(5, points))}"
-
-
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._send({"object": "list", "data": [{"id": "ticket-judge", "object": "model", "owned_by": "script"}]})
@@ -67,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         prompt = body["messages"][-1]["content"]
-        content = pairwise(prompt) if "Answer B:" in prompt else rating(prompt)
+        content = pairwise(prompt)
         self.server.requests += 1
         self._send({"id": f"j-{self.server.requests}", "object": "chat.completion", "created": 0,
                     "model": "ticket-judge", "choices": [{"index": 0, "finish_reason": "stop",

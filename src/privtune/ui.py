@@ -23,14 +23,18 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 
 def quiet_libraries() -> None:
-    """Silence the libraries' own progress bars and deprecation chatter; privtune shows its own."""
+    """Silence the libraries' own progress bars and deprecation chatter; privtune shows its own.
+    datasets reads its switch when it is imported, so eval and serve need not import it to silence it."""
+    import os
+    import sys
     import warnings
 
-    import datasets
     import transformers
 
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()

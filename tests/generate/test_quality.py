@@ -11,6 +11,7 @@ from privtune.data import prep
 from privtune.endpoint import Endpoint
 from privtune.errors import PrivtuneError
 from privtune.generate import quality
+from tests.conftest import train_config
 from tests.fake_judge import FakeRater, _is_json
 
 SPLITS = ("train", "validation", "test")
@@ -52,6 +53,16 @@ def test_keeps_examples_rated_at_least_min_score_with_the_distribution(mixed_dat
     assert len(dropped) == 16 and {d["score"] for d in dropped} == {2, None}
     assert all(d["reason"] for d in dropped) and not any(_is_json(d["example"]["messages"][-1]["content"])
                                                          for d in dropped)
+
+
+def test_the_filtered_dataset_trains(mixed_dataset, workspace, tiny_model):
+    from privtune.train import stage as train
+
+    with FakeRater() as rater:
+        endpoint = Endpoint(rater.url, "rater-1", url_flag="--judge-url")
+        result, _ = quality.run(mixed_dataset.id, endpoint, quality.FilterConfig(min_score=5), workspace)
+    model, _ = train.run(result.id, str(tiny_model), train_config(max_steps=1), workspace)
+    assert result.id in model.manifest["parents"] and model.manifest["metrics"]["steps"] == 1
 
 
 def test_failed_ratings_are_asked_again_and_only_they(mixed_dataset, workspace):

@@ -156,6 +156,8 @@ def generate(
     judge_url: Optional[str] = typer.Option(None, "--judge-url", envvar="PRIVTUNE_JUDGE_URL",
                                             help="--preferences: OpenAI-compatible judge"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", envvar="PRIVTUNE_JUDGE_MODEL"),
+    reward_model: Optional[str] = typer.Option(None, "--reward-model", help="--preferences: a reward model "
+                                               "artifact scores the answers instead of a judge (best vs worst)"),
     overrides: List[str] = SetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     force: bool = ForceOpt,
@@ -169,7 +171,7 @@ def generate(
 
     if preferences:
         return _judged_preferences(model, data, judge_url, judge_model, num, api_key_env, allow_remote, overrides,
-                                   workspace, force)
+                                   workspace, force, reward_model)
 
     settings = {k: v for k, v in {"num": num, "concurrency": concurrency, "max_requests": max_requests,
                                   "prompt_template": str(prompt_template) if prompt_template else None}.items()
@@ -196,7 +198,7 @@ def generate(
 
 
 def _judged_preferences(model, data, judge_url, judge_model, num, api_key_env, allow_remote, overrides, workspace,
-                        force) -> None:
+                        force, reward_model=None) -> None:
     """`privtune generate --preferences`: privtune.generate.preferences, from the command line."""
     from privtune.config import apply_overrides, build_config
     from privtune.endpoint import Endpoint
@@ -206,20 +208,26 @@ def _judged_preferences(model, data, judge_url, judge_model, num, api_key_env, a
     if not data:
         raise PrivtuneError("--preferences needs --data: the sft dataset whose prompts the model answers",
                             field="--data")
-    if not (judge_url and judge_model):
-        raise PrivtuneError("--preferences needs a judge: --judge-url and --judge-model", field="--judge-url",
-                            hint="e.g. privtune serve of a bigger model, Ollama or vLLM on this machine")
+    if reward_model and (judge_url or judge_model):
+        raise PrivtuneError("--reward-model or a judge (--judge-url), not both", field="--reward-model")
+    if not reward_model and not (judge_url and judge_model):
+        raise PrivtuneError("--preferences needs a judge: --judge-url and --judge-model (or --reward-model)",
+                            field="--judge-url", hint="e.g. privtune serve of a bigger model, Ollama or vLLM on "
+                            "this machine")
     config = build_config(preferences.PreferenceConfig, apply_overrides({"num": num} if num else {}, overrides, {}),
                           source="command line")
-    judge = Endpoint(judge_url, judge_model, api_key_env=api_key_env, allow_remote=allow_remote, url_flag="--judge-url")
-    artifact, found = preferences.run(model, data, judge, config, _workspace(workspace), force=force)
+    judge = None if reward_model else Endpoint(judge_url, judge_model, api_key_env=api_key_env,
+                                               allow_remote=allow_remote, url_flag="--judge-url")
+    artifact, found = preferences.run(model, data, judge, config, _workspace(workspace), force=force,
+                                      reward_model=reward_model)
     if found:
         console.print(f"found an identical preference dataset, not regenerated (--force to redo): {artifact.path}")
     metrics = artifact.manifest["metrics"]
     judged = metrics["judge"]
     _print_table("generate --preferences", [(key, str(judged[key])) for key in (
-        "compared", "kept", "ties", "disagreed", "unparsed", "failed", "identical")] + [
-        ("judge agreement (both orders)", f"{judged['agreement']:.2f}" if judged["agreement"] is not None else "-"),
+        "compared", "kept", "ties", "disagreed", "unparsed", "failed", "identical") if key in judged] + [
+        ("judge agreement (both orders)", f"{judged['agreement']:.2f}" if judged.get("agreement") is not None
+         else "-")] * ("agreement" in judged) + [
         ("train / validation / test", " / ".join(str(metrics["splits"][s]) for s in ("train", "validation", "test")))])
     typer.echo(f"dataset {artifact.id} -> {artifact.path}")
 

@@ -69,3 +69,31 @@ def test_greedy_sampling_is_refused():
 
     with pytest.raises(PrivtuneError, match="temperature"):
         build_config(preferences.PreferenceConfig, {"temperature": 0}, source="command line")
+
+
+def test_a_reward_model_can_score_the_answers_instead_of_a_judge(judged, tuned_model, tickets_dataset, tiny_model,
+                                                                 cli):
+    """--reward-model: each prompt's best-scored answer is chosen and its worst rejected, above min_margin."""
+    from privtune.train import stage as train
+
+    result, workspace, _ = judged
+    reward, _ = train.run(result.id, str(tiny_model), train_config("reward", max_steps=2, batch_size=2), workspace)
+    sft_model = tuned_model[0]
+    config = preferences.PreferenceConfig(**{**SETTINGS, "min_margin": 0.001})
+    scored, _ = preferences.run(sft_model.id, tickets_dataset.id, None, config, workspace, reward_model=reward.id)
+    counts = scored.manifest["metrics"]["judge"]
+    assert scored.manifest["judge"] == {"reward_model": reward.id} and reward.id in scored.manifest["parents"]
+    assert counts["compared"] + counts["identical"] == 16 and counts["kept"] + counts["ties"] == counts["compared"]
+    log = [json.loads(line) for line in (scored.path / "judge.jsonl").read_text().splitlines()]
+    assert len(log) == counts["compared"] and all(len(entry["scores"]) >= 2 for entry in log)
+    kept = [json.loads(line) for split in ("train", "validation", "test")
+            for line in (scored.path / f"{split}.jsonl").read_text().splitlines()]
+    assert kept and all(e["judge"]["scores"][0] - e["judge"]["scores"][1] > 0.001 for e in kept)
+    assert all(e["chosen"][0]["content"] != e["rejected"][0]["content"] for e in kept)
+    with pytest.raises(PrivtuneError, match="not a reward model") as caught:
+        preferences.run(sft_model.id, tickets_dataset.id, None, config, workspace, reward_model=sft_model.id)
+    assert caught.value.field == "--reward-model"
+    code, output = cli("generate", "--preferences", "--model", sft_model.id, "--data", tickets_dataset.id,
+                       "--reward-model", reward.id, "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "j",
+                       "--workspace", workspace.root)
+    assert code == 2 and "not both" in output

@@ -14,23 +14,10 @@ from __future__ import annotations
 
 from privtune.eval import stats
 from privtune.models.inference import LoadedModel
+from privtune.models.scoring import answer_row, reward_scores
 from privtune.ui import track
 
 METRICS = ("preference_accuracy", "logp_margin", "reward_accuracy", "reward_margin", "implicit_reward_accuracy")
-
-
-def answer_rows(loaded: LoadedModel, template: str, pair: dict, answer: str) -> dict:
-    """prompt + answer as token ids, with the answer's tokens marked (the prompt renders as their prefix:
-    prep checked that)."""
-    plain = lambda messages: [{"role": m["role"], "content": m["content"]} for m in messages]
-    render = lambda messages, **kw: loaded.tokenizer.apply_chat_template(plain(messages), chat_template=template,
-                                                                        tokenize=False, **kw)
-    head = render(pair["prompt"], add_generation_prompt=True)
-    full = render(pair["prompt"] + pair[answer])
-    encode = lambda text: loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-    prompt_ids, full_ids = encode(head), encode(full)
-    answer_start = len(prompt_ids) if full_ids[:len(prompt_ids)] == prompt_ids else len(encode(head.rstrip()))
-    return {"input_ids": full_ids, "assistant_masks": [0] * answer_start + [1] * (len(full_ids) - answer_start)}
 
 
 def log_probabilities(loaded: LoadedModel, rows: list[dict], batch_size: int) -> list[float]:
@@ -46,19 +33,10 @@ def log_probabilities(loaded: LoadedModel, rows: list[dict], batch_size: int) ->
     return values
 
 
-def reward_scores(loaded: LoadedModel, rows: list[dict]) -> list[float]:
-    """The score head's output for each whole row (one at a time: the head reads the last token)."""
-    import torch
-
-    with torch.no_grad():
-        return [float(loaded.model(input_ids=torch.tensor([row["input_ids"]], device=loaded.model.device)).logits[0, 0])
-                for row in track(rows, f"scores {loaded.name}")]
-
-
 def evaluate_pairs(loaded: LoadedModel, pairs: list[dict], template: str, batch_size: int) -> dict[str, list]:
     """Per pair: chosen and rejected log-probabilities (a language model) or scores (a reward model)."""
-    chosen = [answer_rows(loaded, template, pair, "chosen") for pair in pairs]
-    rejected = [answer_rows(loaded, template, pair, "rejected") for pair in pairs]
+    chosen = [answer_row(loaded, template, pair["prompt"], pair["chosen"]) for pair in pairs]
+    rejected = [answer_row(loaded, template, pair["prompt"], pair["rejected"]) for pair in pairs]
     if getattr(loaded, "head", "lm") == "score":
         return {"score_chosen": reward_scores(loaded, chosen), "score_rejected": reward_scores(loaded, rejected)}
     return {"logp_chosen": log_probabilities(loaded, chosen, batch_size),

@@ -40,6 +40,9 @@ class PreferenceConfig(DatasetSettings):
     """0: no top-k cut."""
     max_new_tokens: int = 128
     batch_size: int = 8
+    min_margin: float = 0.0
+    """With a reward model as the scorer: keep a prompt's best and worst answers as a pair only when their scores
+    differ by more than this."""
 
     @model_validator(mode="after")
     def check_sampling(self):
@@ -112,13 +115,46 @@ def judge_pairs(endpoint: Endpoint, rows: list[dict], answers: list[list[str]], 
     return examples, counts
 
 
-def run(model: str, data: str, endpoint: Endpoint, config: PreferenceConfig, workspace: Workspace,
-        force: bool = False) -> Result:
-    """Sample, judge and write; an identical earlier run (same model, data, judge, settings) is reused."""
+def score_pairs(reward, rows: list[dict], answers: list[list[str]], template: str, log_path,
+                min_margin: float) -> tuple[list, dict]:
+    """Preference examples from a reward model's scores: each prompt's best-scored answer chosen, its
+    worst rejected, when they differ by more than `min_margin`; and the counts."""
+    from privtune.models.scoring import answer_row, reward_scores
+
+    distinct = [list(dict.fromkeys(answer.strip() for answer in candidates)) for candidates in answers]
+    turn = lambda text: [{"role": "assistant", "content": text, "train": True}]
+    flat = [(index, answer) for index, options in enumerate(distinct) if len(options) > 1 for answer in options]
+    scores = reward_scores(reward, [answer_row(reward, template, rows[index]["messages"][:-1], turn(answer))
+                                    for index, answer in flat])
+    by_prompt: dict[int, list[tuple[float, str]]] = {}
+    for (index, answer), score in zip(flat, scores):
+        by_prompt.setdefault(index, []).append((score, answer))
+    counts = {"scorer": "reward model", "compared": len(by_prompt), "kept": 0, "ties": 0,
+              "identical": sum(len(options) < 2 for options in distinct)}
+    examples = []
+    with open(log_path, "w", encoding="utf-8") as log:
+        for index, scored in by_prompt.items():
+            (best, chosen), (worst, rejected) = max(scored), min(scored)
+            outcome = "kept" if best - worst > min_margin else "ties"
+            counts[outcome] += 1
+            log.write(json.dumps({"prompt": index, "scores": [score for score, _ in scored], "outcome": outcome}) + "\n")
+            if outcome == "kept":
+                prompt = rows[index]["messages"][:-1]
+                examples.append({"prompt": [{**m, "train": False} for m in prompt], "chosen": turn(chosen),
+                                 "rejected": turn(rejected), "judge": {"scores": [best, worst]},
+                                 "meta": {**rows[index].get("meta", {}), "format": "scored"}})
+    return examples, counts
+
+
+def run(model: str, data: str, endpoint: Endpoint | None, config: PreferenceConfig, workspace: Workspace,
+        force: bool = False, reward_model: str | None = None) -> Result:
+    """Sample, judge (or score with a reward model) and write; an identical earlier run (same model, data,
+    judge, settings) is reused."""
     from privtune.data.render import tokenizer_fingerprint
     from privtune.models.inference import load_for_inference
 
-    endpoint.check()
+    if endpoint is not None:
+        endpoint.check()
     dataset = dataset_artifact(data, workspace)
     if dataset.examples != "sft":
         raise PrivtuneError(f"dataset {dataset.id} holds {dataset.examples} examples; --preferences answers the "
@@ -129,15 +165,28 @@ def run(model: str, data: str, endpoint: Endpoint, config: PreferenceConfig, wor
     if not rows:
         raise PrivtuneError(f"dataset {dataset.id} has no {config.split} examples", field="split")
     loaded = load_for_inference(model, workspace)
+    reward = load_for_inference(reward_model, workspace) if reward_model else None
+    if reward is not None and reward.head != "score":
+        raise PrivtuneError(f"'{reward_model}' is not a reward model (train one with --recipe reward)",
+                            field="--reward-model")
+    judge = endpoint.describe() if endpoint is not None else {"reward_model": reward.name}
     artifact_id = stable_hash({"stage": "preferences", "model": loaded.name, "data": dataset.id,
-                               "judge": endpoint.describe(), "config": config_dict(config)})
+                               "judge": judge, "config": config_dict(config)})
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing:
         return Result(existing, reused=True)
     staging = workspace.stage("dataset", artifact_id)
     answers = sample_answers(loaded, [row["messages"][:-1] for row in rows], config)
-    examples, judged = judge_pairs(endpoint, rows, answers, staging.path / "judge.jsonl", config.seed)
+    if reward is not None:
+        examples, judged = score_pairs(reward, rows, answers, dataset.chat_template, staging.path / "judge.jsonl",
+                                       config.min_margin)
+    else:
+        examples, judged = judge_pairs(endpoint, rows, answers, staging.path / "judge.jsonl", config.seed)
     if not examples:
+        if reward is not None:
+            raise PrivtuneError(f"the reward model kept no pair of {judged['compared']} compared "
+                                f"({json.dumps(judged)})", field="--reward-model", hint="sample more prompts or "
+                                "answers (--set samples=), or lower --set min_margin")
         raise PrivtuneError(f"the judge kept no pair of {judged['compared']} compared ({json.dumps(judged)})",
                             field="--judge-model", hint="see judge.jsonl in the staging folder; sample more "
                             "prompts, or use a judge that answers 'Winner: A' or 'Winner: B' on its last line")
@@ -145,8 +194,8 @@ def run(model: str, data: str, endpoint: Endpoint, config: PreferenceConfig, wor
     stats = write_preference_dataset(staging.path, examples, "preference", loaded.tokenizer, template, config,
                                      source=f"judged answers of {loaded.name}")
     manifest = {"stage": "generate", "mode": "preferences", "examples": "preference",
-                "parents": [p for p in (loaded.artifact_id, dataset.id) if p], "model": loaded.name,
-                "tokenizer_fingerprint": tokenizer_fingerprint(loaded.tokenizer, template),
-                "judge": endpoint.describe(),
+                "parents": [p for p in (loaded.artifact_id, dataset.id, reward and reward.artifact_id) if p],
+                "model": loaded.name, "tokenizer_fingerprint": tokenizer_fingerprint(loaded.tokenizer, template),
+                "judge": judge,
                 "config": config_dict(config), "seed": config.seed, "metrics": {**stats, "judge": judged}}
     return Result(staging.finish(manifest), reused=False)

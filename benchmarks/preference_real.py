@@ -75,10 +75,12 @@ def main() -> None:
                          "--set", "batch_size=16",
                          *ws, log=log)
     dpo, dpo_s = cli("train", "--recipe", "dpo", "--data", pairs, "--model", sft, *sets(args.dpo), *ws, log=log)
-    evaluation, eval_s = cli("eval", "--model", dpo, "--judge-url", url, "--judge-model", "ticket-judge",
-                             "--set", "max_new_tokens=32", *ws, log=log)
+    evaluation, eval_s = cli("eval", "--model", dpo, "--data", data, "--judge-url", url, "--judge-model",
+                             "ticket-judge", "--set", "max_new_tokens=32", *ws, log=log)
+    ranking, _ = cli("eval", "--model", dpo, *ws, log=log)  # on its own pairs' held-out split, against the SFT model
     reward, reward_s = cli("train", "--recipe", "reward", "--data", pairs, "--model", sft, *sets(args.reward),
                            *ws, log=log)
+    reward_ranking, _ = cli("eval", "--model", reward, *ws, log=log)
 
     judged = manifest(workspace, pairs)["metrics"]
     dpo_metrics = manifest(workspace, dpo)["metrics"]
@@ -99,6 +101,11 @@ def main() -> None:
               f"sft {models['baseline'][metric]:.3f} {intervals['baseline'][metric]} |")
     print(f"| reward ({reward_s:.0f} s) | " + ", ".join(f"{k} {v:.3f}" for k, v in reward_metrics.items()
                                                     if isinstance(v, float) and "accuracy" in k) + " |")
+    for label, artifact in (("dpo vs sft", ranking), ("reward model", reward_ranking)):
+        ranked = manifest(workspace, artifact)["metrics"]
+        print(f"| eval on held-out pairs, {label} ({ranked['examples']} pairs) | " + "; ".join(
+            f"{model} {metric} {value:.3f} {ranked['intervals'].get(model, {}).get(metric)}"
+            for model, values in ranked["models"].items() for metric, value in values.items()) + " |")
     judge.shutdown()
 
 

@@ -149,11 +149,21 @@ class ThreadsFollower:
     over 20 s a step, against 3.5 s on 1 thread (README, "CPU threads"). So the thread count drops as
     soon as other processes keep a core busy between two readings, and comes back after `quiet_steps`
     quiet readings in a row.
+
+    A reading spans at least `min_seconds`: the kernel counts busy time in 10 ms ticks per core, so over
+    one generated token (~60 ms) the other processes' share is off by up to ~0.7 of a core, and an idle
+    machine looked busy every few dozen tokens (eval dropped to 1 thread 7 times in one run). Over 0.5 s
+    the error is under 0.1 of a core.
     """
 
-    def __init__(self, full: int, cpus: int, load=None, quiet_steps: int = 3):
-        self.full, self.cpus, self.quiet_steps = full, cpus, quiet_steps
+    def __init__(self, full: int, cpus: int, load=None, quiet_steps: int = 3, min_seconds: float = 0.5,
+                 clock=None):
+        import time
+
+        self.full, self.cpus, self.quiet_steps, self.min_seconds = full, cpus, quiet_steps, min_seconds
         self.load = load or OtherLoad()
+        self.clock = clock or time.monotonic
+        self.read_at = self.clock()
         self.quiet = 0
         self.changes: list[tuple[int, int]] = []  # (step, threads)
 
@@ -165,12 +175,17 @@ class ThreadsFollower:
 
         time.sleep(probe_seconds)
         threads = threads_for_load(self.full, self.load.cores(), self.cpus)
+        self.read_at = self.clock()
         torch.set_num_threads(threads)
         return threads
 
     def follow(self, step: int) -> None:
         import torch
 
+        now = self.clock()
+        if now - self.read_at < self.min_seconds:
+            return  # too soon to tell: the next reading covers this stretch too
+        self.read_at = now
         wanted, current = threads_for_load(self.full, self.load.cores(), self.cpus), torch.get_num_threads()
         if wanted == current:
             self.quiet = 0

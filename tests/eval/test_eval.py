@@ -186,7 +186,7 @@ def test_eval_rereads_the_load_every_token_and_loss_batch_with_the_same_answers(
     rows = pq.read_table(tickets_dataset.path / "tokenized" / "test.parquet").to_pylist()[:4]
     prompts = [[{"role": "user", "content": f"ticket {i}: the app crashes"}] for i in range(4)]
     config = stage.EvalConfig(max_new_tokens=6, batch_size=2)
-    follower = ThreadsFollower(2, 2, load=Load())
+    follower = ThreadsFollower(2, 2, load=Load(), min_seconds=0)
     torch.set_num_threads(2)
     assert stage.generate_answers(loaded, prompts, config, follower) == stage.generate_answers(loaded, prompts, config)
     assert follower.load.readings >= 2 * 5 and torch.get_num_threads() == 1  # >= 5 new tokens in each of 2 batches

@@ -198,7 +198,8 @@ def test_threads_follow_the_load_down_at_once_and_up_after_quiet_steps(restore_t
         def cores(self):
             return next(self.values)
 
-    follow = ThreadsFollowLoad(2, 2, load=Load([0.1, 0.2, 1.0, 0.0, 0.0, 1.2, 0.0, 0.0, 0.0, 0.1]), quiet_steps=3)
+    follow = ThreadsFollowLoad(2, 2, load=Load([0.1, 0.2, 1.0, 0.0, 0.0, 1.2, 0.0, 0.0, 0.0, 0.1]), quiet_steps=3,
+                              min_seconds=0)
     assert follow.start(probe_seconds=0) == 2 and torch.get_num_threads() == 2
     seen = []
     for step in range(1, 10):
@@ -206,6 +207,25 @@ def test_threads_follow_the_load_down_at_once_and_up_after_quiet_steps(restore_t
         seen.append(torch.get_num_threads())
     assert seen == [2, 1, 1, 1, 1, 1, 1, 2, 2]  # down at once; up after 3 quiet steps in a row (a busy one resets)
     assert follow.changes == [(2, 1), (8, 2)]
+
+
+def test_a_reading_spans_at_least_min_seconds(restore_threads):
+    """Readings closer than min_seconds are skipped, so the next one covers the whole stretch: the 10 ms ticks
+    the kernel counts busy time in cannot make an idle machine look busy over one short step."""
+    class Load:
+        readings = 0
+
+        def cores(self):
+            self.readings += 1
+            return 1.0
+
+    clock = {"now": 0.0}
+    follower = runtime.ThreadsFollower(2, 2, load=Load(), min_seconds=0.5, clock=lambda: clock["now"])
+    torch.set_num_threads(2)
+    for step, now in enumerate([0.1, 0.2, 0.3, 0.45, 0.55, 0.6, 0.9, 1.06], start=1):
+        clock["now"] = now
+        follower.follow(step)
+    assert follower.load.readings == 2 and follower.changes == [(5, 1)]  # read at 0.55 s and 1.06 s only
 
 
 def test_train_follows_the_load_only_when_privtune_picks_the_threads(monkeypatch, restore_threads):

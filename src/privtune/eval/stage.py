@@ -216,9 +216,13 @@ def run(model: str, config: EvalConfig, workspace: Workspace, *, baseline: str |
                             "conversations, or ranks preference pairs", field="--data", hint="pass --data with an sft "
                             "dataset (its held-out split), e.g. the one the SFT parent was trained on")
     if dataset.examples == "preference" and (judge or lm_eval):
+        sft_parents = [p for p in dataset.parents if (found := workspace.get("dataset", p))
+                       and found.manifest.get("examples", "sft") == "sft"]
         raise PrivtuneError("a judge and lm-eval score generated answers; on a preference dataset eval ranks its "
                             "held-out pairs", field="--judge-url" if judge else "--lm-eval",
-                            hint="pass --data with an sft dataset for judged answers")
+                            hint=f"pass --data with an sft dataset for judged answers"
+                                 + (f", e.g. --data {sft_parents[0]} (the prompts these pairs answer)"
+                                    if sft_parents else ""))
     if baseline is None and trained is not None and trained.head == "lm":  # a reward model ranks alone
         baseline = trained.base_model
     artifact_id = stable_hash({"stage": "eval", "model": tuned.name, "baseline": baseline, "data": dataset.id,

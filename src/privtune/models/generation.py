@@ -8,7 +8,7 @@ from privtune.ui import track
 
 
 def following_each_token(follower) -> list:
-    """A stopping criterion that never stops, so that `follower` re-reads the machine's load every token."""
+    """A stopping criterion that never stops, so that `follower` checks the machine's load every token."""
     import torch
     from transformers import StoppingCriteria
 

@@ -400,7 +400,7 @@ def _print_compare(artifacts) -> None:
 
     ranked = [a for a in artifacts if a.manifest["metrics"].get("kind") == "preference"]
     for artifact in ranked:  # a preference eval's figures are its own: its report's table
-        console.print((artifact.path / "report.md").read_text(encoding="utf-8"), markup=False)
+        console.print((artifact.path / "report.md").read_text(encoding="utf-8"), markup=False, soft_wrap=True)
     if len(ranked) < len(artifacts):
         console.print(compare_table([a for a in artifacts if a not in ranked]))
 

@@ -97,3 +97,18 @@ def test_a_reward_model_can_score_the_answers_instead_of_a_judge(judged, tuned_m
                        "--reward-model", reward.id, "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "j",
                        "--workspace", workspace.root)
     assert code == 2 and "not both" in output
+
+
+def test_an_identical_run_is_reused_without_loading_the_model(judged, tuned_model, tickets_dataset, monkeypatch):
+    import privtune.models.inference as inference
+
+    result, workspace, _ = judged
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded a model for a run that exists")
+
+    monkeypatch.setattr(inference, "load_for_inference", no_loading)
+    endpoint = Endpoint(result.manifest["judge"]["base_url"], "judge-1", url_flag="--judge-url")  # stopped: never asked
+    again, reused = preferences.run(tuned_model[0].id, tickets_dataset.id, endpoint,
+                                    preferences.PreferenceConfig(**SETTINGS), workspace)
+    assert reused and again.path == result.path

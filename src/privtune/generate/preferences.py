@@ -152,6 +152,7 @@ def run(model: str, data: str, endpoint: Endpoint | None, config: PreferenceConf
     judge, settings) is reused."""
     from privtune.data.render import tokenizer_fingerprint
     from privtune.models.inference import load_for_inference
+    from privtune.models.loading import resolve_model
 
     if endpoint is not None:
         endpoint.check()
@@ -164,17 +165,19 @@ def run(model: str, data: str, endpoint: Endpoint | None, config: PreferenceConf
     rows = rows[: config.num or len(rows)]
     if not rows:
         raise PrivtuneError(f"dataset {dataset.id} has no {config.split} examples", field="split")
-    loaded = load_for_inference(model, workspace)
-    reward = load_for_inference(reward_model, workspace) if reward_model else None
-    if reward is not None and reward.head != "score":
+    policy, scorer = resolve_model(model, workspace), resolve_model(reward_model, workspace) if reward_model else None
+    if scorer is not None and (scorer.artifact is None or scorer.artifact.head != "score"):
         raise PrivtuneError(f"'{reward_model}' is not a reward model (train one with --recipe reward)",
                             field="--reward-model")
-    judge = endpoint.describe() if endpoint is not None else {"reward_model": reward.name}
-    artifact_id = stable_hash({"stage": "preferences", "model": loaded.name, "data": dataset.id,
+    name = lambda ref, found: found.artifact.id if found.artifact else ref  # as load_for_inference names it
+    judge = endpoint.describe() if endpoint is not None else {"reward_model": name(reward_model, scorer)}
+    artifact_id = stable_hash({"stage": "preferences", "model": name(model, policy), "data": dataset.id,
                                "judge": judge, "config": config_dict(config)})
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing:
-        return Result(existing, reused=True)
+        return Result(existing, reused=True)  # before minutes of loading
+    loaded = load_for_inference(model, workspace)
+    reward = load_for_inference(reward_model, workspace) if reward_model else None
     staging = workspace.stage("dataset", artifact_id)
     answers = sample_answers(loaded, [row["messages"][:-1] for row in rows], config)
     if reward is not None:

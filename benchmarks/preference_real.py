@@ -4,7 +4,7 @@
   the train tickets, judged in both orders) -> DPO from the SFT model -> eval DPO vs its SFT parent on the
   held-out tickets, with the judge's win rate -> a reward model on the same pairs, its held-out accuracy.
 
-The judge is benchmarks/ticket_judge.py, a scripted local endpoint (JSON validity, category and
+The judge is benchmarks/scripted_judge.py, a scripted local endpoint (JSON validity, category and
 priority against the reference). Every step is an artifact in --workspace, so a rerun reuses what exists
 (pointing it at the demo's workspace reuses the demo's SFT model).
 
@@ -51,7 +51,7 @@ def manifest(workspace: Path, artifact_id: str) -> dict:
 
 def main() -> None:
     from bench_serve_real import smol_gguf
-    from ticket_judge import serve
+    from scripted_judge import serve
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--workspace", type=Path, default=ROOT / "bench-out" / "preference-real")

@@ -165,3 +165,19 @@ def test_dpo_can_train_every_weight(preference_data, tiny_model):
     assert metrics["trainable_params"] > 100_000  # every weight, not an adapter's few
     ranked, _ = evaluation.run(artifact.id, evaluation.EvalConfig(), workspace)
     assert ranked.manifest["metrics"]["models"]["tuned"]["implicit_reward_accuracy"] > 0.5
+
+
+def test_dpo_with_the_chosen_answers_loss_added(preference_data, tiny_model):
+    """preference.sft_weight adds the chosen answers' own loss (RPO): TRL logs it, and DPO still learns the pairs."""
+    paired, _, workspace = preference_data
+    config = train_config("dpo", max_steps=4, batch_size=4, learning_rate=5e-3, logging_steps=1,
+                          **{"preference.sft_weight": 1.0})
+    artifact, _ = sft.run(paired.id, str(tiny_model), config, workspace)
+    logged = [json.loads(line) for line in (artifact.path / "metrics.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in
+             (sft.run(paired.id, str(tiny_model), train_config("dpo", max_steps=4, batch_size=4, learning_rate=5e-3,
+                                                                logging_steps=1), workspace)[0].path
+              / "metrics.jsonl").read_text().splitlines()]
+    first = lambda rows: next(r["loss"] for r in rows if "loss" in r)
+    assert first(logged) > first(plain) + 0.1  # log 2 plus the chosen answers' cross-entropy, at the same start
+    assert artifact.manifest["metrics"]["eval_preference_accuracy"] >= 0.5

@@ -126,6 +126,11 @@ def run(data: str, endpoint: Endpoint, config: FilterConfig, workspace: Workspac
         splits[split] = sum(1 for s, _, _ in rows if s == split) - len(below)
         dropped += [{**ratings[(s, row)], "example": example} for s, row, example in rows if s == split and row in below]
     write_atomic(staging.path / "dropped.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped))
+    unscored = sum(rating["score"] is None for rating in ratings.values())
+    if unscored > len(rows) / 2:
+        raise PrivtuneError(f"the judge gave no score for {unscored} of {len(rows)} examples", field="--judge-model",
+                            hint=f"its replies are in {staging.path / RATINGS}; use a judge that ends its reply with "
+                                 "'Score: N' (small models often cannot: a 135M one never did)")
     if not splits["train"]:
         raise PrivtuneError(f"no train example is rated {config.min_score} or more", field="min_score",
                             hint=f"see {staging.path / RATINGS}; lower --min-score or check the judge")

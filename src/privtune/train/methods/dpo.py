@@ -19,6 +19,9 @@ class PreferenceSettings(Config):
     """KTO: the weight of desirable examples' loss (raise it when they are the fewer)."""
     undesirable_weight: float = 1.0
     """KTO: the weight of undesirable examples' loss."""
+    sft_weight: float = 0.0
+    """DPO: add the chosen answers' own loss with this weight (RPO; TRL's loss_type sigmoid + sft). Plain DPO can
+    push the chosen answers' likelihood down with the rejected ones' and spoil generation; this holds it up."""
     full: bool = False
     """Train every weight instead of LoRA adapters (DPO and KTO then hold a frozen copy of the starting model
     as the reference: twice the model's memory, plus the optimizer's for all of it)."""
@@ -27,6 +30,8 @@ class PreferenceSettings(Config):
     def check(self):
         if self.beta <= 0 or self.desirable_weight <= 0 or self.undesirable_weight <= 0:
             raise ConfigValueError("beta", "beta and the KTO weights must be > 0")
+        if self.sft_weight < 0:
+            raise ConfigValueError("sft_weight", f"must be >= 0, got {self.sft_weight}")
         return self
 
 
@@ -40,7 +45,10 @@ def build_trainer(model, tokenizer, adapter, dataset, config, args, callbacks):
 
     from privtune.train.preference_trainer import build_preference_trainer
 
-    return build_preference_trainer(DPOTrainer, DPOConfig, {"beta": config.preference.beta}, model, tokenizer,
+    settings = config.preference
+    losses = ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, settings.sft_weight]}
+              if settings.sft_weight else {})
+    return build_preference_trainer(DPOTrainer, DPOConfig, {"beta": settings.beta, **losses}, model, tokenizer,
                                     adapter, dataset, config, args, callbacks)
 
 

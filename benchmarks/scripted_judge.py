@@ -1,12 +1,14 @@
-"""A scripted local judge for the ticket task: an OpenAI-compatible chat endpoint on 127.0.0.1, no LLM.
+"""A scripted local judge: an OpenAI-compatible chat endpoint on 127.0.0.1, no LLM, for the benchmarks where
+the demo's 135M model cannot judge (it never ended a rating with a score: benchmarks/results.md).
 
-The ticket answers have a checkable truth (JSON with a category and a priority), so a script can judge
-them better than a small local model: an answer scores 1 for being a JSON object, 2 more for the
-reference's category and 1 more for its priority. It reads privtune's pairwise judge prompt (eval's and
-generate --preferences': "Reference answer:", "Answer A:", "Answer B:") and answers "Winner: A|B|tie" by
-the higher score.
+- Pairwise (eval's and generate --preferences' prompt: "Reference answer:", "Answer A:", "Answer B:"), for
+  the ticket task, whose answers have a checkable truth: an answer scores 1 for being a JSON object, 2 more
+  for the reference's category and 1 more for its priority; "Winner: A|B|tie" by the higher score.
+- Rating (filter's prompt: "Request:", "Response:"), by the flaws a small teacher's generated examples show:
+  a response that refuses or talks about itself as a chatbot scores 1, one that repeats the request or has
+  under 5 words 2, one under 20 words 3, else 4; a request under 4 words loses a point. "Score: N".
 
-    python benchmarks/ticket_judge.py --port 8765     # serves http://127.0.0.1:8765/v1, model "ticket-judge"
+    python benchmarks/scripted_judge.py --port 8765     # serves http://127.0.0.1:8765/v1, any model name
 """
 
 from __future__ import annotations
@@ -43,6 +45,27 @@ def pairwise(prompt: str) -> str:
     return f"A scores {score_a}/4 and B {score_b}/4 against the reference's labels.\nWinner: {winner}"
 
 
+REFUSAL = re.compile(r"\b(I'm sorry|I am sorry|as an? (AI|chatbot|language model)|I (can't|cannot|don't have the "
+                     r"(ability|capability))|I'm (unable|not able)|helpful AI|trained by)", re.IGNORECASE)
+
+
+def rating(prompt: str) -> str:
+    request = re.search(r"Request:\n(.*?)\n\nResponse:", prompt, re.DOTALL).group(1).strip()
+    response = re.search(r"Response:\n(.*?)\n\nGive one", prompt, re.DOTALL).group(1).strip()
+    words = len(response.split())
+    if REFUSAL.search(response):
+        score, why = 1, "The response refuses or talks about itself instead of answering."
+    elif response.lower() == request.lower() or words < 5:
+        score, why = 2, "The response repeats the request or says almost nothing."
+    elif words < 20:
+        score, why = 3, "The response is short."
+    else:
+        score, why = 4, "The response addresses the request at length."
+    if len(request.split()) < 4:
+        score, why = max(1, score - 1), why + " The request is too short to be clear."
+    return f"{why}\nScore: {score}"
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._send({"object": "list", "data": [{"id": "ticket-judge", "object": "model", "owned_by": "script"}]})
@@ -50,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         prompt = body["messages"][-1]["content"]
-        content = pairwise(prompt)
+        content = pairwise(prompt) if "Answer B:" in prompt else rating(prompt)
         self.server.requests += 1
         self._send({"id": f"j-{self.server.requests}", "object": "chat.completion", "created": 0,
                     "model": "ticket-judge", "choices": [{"index": 0, "finish_reason": "stop",

@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num", type=int, default=40)
     parser.add_argument("--min-score", type=int, default=3)
+    parser.add_argument("--data", help="an existing generated dataset in the benchmark workspace (skips generate)")
     args = parser.parse_args()
     artifact_id, _, workspace = real_model()
     port = _free_port()
@@ -51,15 +52,16 @@ def main() -> None:
 
     try:
         _wait(url.removesuffix("/v1"), server)
-        generated, generate_s = cli("generate", "--model", artifact_id, "--seeds", str(ROOT / "data" / "seeds.jsonl"),
-                                    "--num", str(args.num), "--teacher-url", url, "--teacher-model", artifact_id,
-                                    "--concurrency", "8", "--set", "style=magpie", "--set", "max_tokens=384",
-                                    "--set", "timeout=900")
+        generated, generate_s = (args.data, 0.0) if args.data else cli(
+            "generate", "--model", artifact_id, "--seeds", str(ROOT / "data" / "seeds.jsonl"), "--num", str(args.num),
+            "--teacher-url", url, "--teacher-model", artifact_id, "--concurrency", "8", "--set", "style=magpie",
+            "--set", "max_tokens=384", "--set", "timeout=900")
+        started = time.time()
         served = subprocess.run([str(BIN / "privtune"), "filter", "--data", generated, "--judge-url", url,
                                  "--judge-model", artifact_id, "--min-score", str(args.min_score), "--set",
                                  "concurrency=8", "--workspace", str(workspace)], env=env, capture_output=True, text=True)
         ratings = [json.loads(line) for path in workspace.glob(".staging/dataset-*/ratings.jsonl")
-                   for line in path.read_text().splitlines()]
+                   if path.stat().st_mtime >= started for line in path.read_text().splitlines()]
         print(f"served {artifact_id} as the judge: exit {served.returncode}; {served.stdout[-800:]}{served.stderr[-600:]}")
         print(f"  its ratings with a score: {sum(r['score'] is not None for r in ratings)} of {len(ratings)}; "
               f"first replies: {[r['reason'][:100] for r in ratings[:3]]}")

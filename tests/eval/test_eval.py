@@ -194,3 +194,32 @@ def test_eval_rereads_the_load_every_token_and_loss_batch_with_the_same_answers(
     before = follower.load.readings
     stage.held_out_loss(loaded, rows, batch_size=2, follower=follower)
     assert follower.load.readings - before == 2
+
+
+def test_the_held_out_loss_reuses_the_prompt_cache_of_generation(tuned_model, tickets_dataset):
+    """The loss from the cache generation left equals the plain loss pass's, row for row, and generation's
+    answers are those without it; a row whose prompt is not the start of its tokenized row is left to the plain
+    pass, with the rest of its batch."""
+    from privtune.contract import DatasetArtifact, split_rows
+
+    artifact, workspace = tuned_model
+    loaded = load_for_inference(artifact.id, workspace)
+    _, rows, tokenized = split_rows(DatasetArtifact.of(tickets_dataset), 12)
+    config = stage.EvalConfig(max_new_tokens=8, batch_size=4)
+    prompts = [r["messages"][:-1] for r in rows]
+    _, plain = stage.held_out_loss(loaded, tokenized, batch_size=4)
+    found = {}
+    answers = stage.generate_answers(loaded, prompts, config, None, stage.losses_from_prompt_cache(loaded, tokenized,
+                                                                                                   found))
+    assert answers == stage.generate_answers(loaded, prompts, config)
+    assert sorted(found) == list(range(len(rows)))
+    for index, (total, count) in found.items():
+        assert count == plain[index][1] and total == pytest.approx(plain[index][0], rel=1e-4)
+    odd = [dict(row) for row in tokenized]
+    odd[5] = {**odd[5], "input_ids": [odd[5]["input_ids"][0] + 1] + odd[5]["input_ids"][1:]}
+    found = {}
+    stage.generate_answers(loaded, prompts, config, None, stage.losses_from_prompt_cache(loaded, odd, found))
+    assert sorted(found) == [0, 1, 2, 3, 8, 9, 10, 11]  # the batch of rows 4-7 goes to the plain pass
+    metrics, _, _ = stage.evaluate_model(loaded, rows, tokenized, config)
+    total, count = sum(t for t, _ in plain), sum(c for _, c in plain)
+    assert metrics["loss"] == pytest.approx(total / count, rel=1e-5)

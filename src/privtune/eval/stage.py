@@ -140,17 +140,73 @@ def single_example_loss(loaded: LoadedModel, row: dict) -> tuple[float, int]:
     return (float(loaded.model(input_ids=ids, labels=labels).loss) * trained if trained else 0.0), trained
 
 
+def losses_from_prompt_cache(loaded: LoadedModel, tokenized: list[dict], found: dict[int, tuple[float, int]]):
+    """An `after_batch` for generate_answers: each row's held-out loss from the key/value cache generation
+    left, so the prompt's tokens (most of a row) go through the model once, not twice.
+
+    The cache is cut back to all but the prompt's last token; that token and the reference reply then run
+    on it, and their logits score the reply. A batch where a row's prompt is not the start of its
+    tokenized row, or trains on a token before the reply (an earlier assistant turn), or whose cache
+    cannot be cut (some attention layouts), is left out of `found` for the plain loss pass.
+    """
+    import torch
+
+    def after_batch(indices, inputs, cache) -> None:
+        width = inputs["input_ids"].shape[1]
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        rows = [tokenized[i] for i in indices]
+        if not all(row["input_ids"][:len(p)] == p and not any(row["assistant_masks"][:len(p)]) and
+                   any(row["assistant_masks"]) for row, p in zip(rows, prompts)) or not hasattr(cache, "crop"):
+            return
+        try:
+            cache.crop((width - 1) - cache.get_seq_length())  # transformers 5: a negative count to remove
+        except (ValueError, NotImplementedError):
+            return
+        tails = [row["input_ids"][len(p) - 1:] for row, p in zip(rows, prompts)]
+        trained = [row["assistant_masks"][len(p) - 1:] for row, p in zip(rows, prompts)]
+        span = max(len(t) for t in tails)
+        pad = loaded.tokenizer.pad_token_id or 0
+        device = loaded.model.device
+        ids = torch.tensor([t + [pad] * (span - len(t)) for t in tails], device=device)
+        attention = torch.cat([inputs["attention_mask"][:, :width - 1],
+                               torch.tensor([[1] * len(t) + [0] * (span - len(t)) for t in tails], device=device)], 1)
+        positions = torch.tensor([[len(p) - 1 + j for j in range(span)] for p in prompts], device=device)
+        weights = torch.tensor([m[1:] + [0] * (span - len(m)) for m in trained], device=device)
+        with torch.no_grad():
+            logits = loaded.model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                  past_key_values=cache, use_cache=True).logits.float()
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+        for index, total, count in zip(indices, (losses * weights).sum(1).tolist(), weights.sum(1).tolist()):
+            found[index] = (total, int(count))
+
+    return after_batch
+
+
 def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict], config: EvalConfig,
                    follower=None) -> tuple[dict, list[str], dict[str, stats.Statistic]]:
     """The model's figures, its answers, and each figure as a statistic the bootstrap can recompute.
-    `follower` (runtime.ThreadsFollower) keeps the thread count to the cores others leave free."""
-    metrics, losses = held_out_loss(loaded, tokenized, config.batch_size, follower)
+    `follower` (runtime.ThreadsFollower) keeps the thread count to the cores others leave free.
+
+    Generation runs first; the held-out loss reuses its prompt cache where it can (losses_from_prompt_cache)
+    and runs the plain loss pass for the rest."""
+    has_references = all(r["messages"][-1]["role"] == "assistant" for r in rows)
+    generated, found = [], {}
+    if has_references:
+        fused = None if loaded.model.config.is_encoder_decoder else losses_from_prompt_cache(loaded, tokenized, found)
+        generated = generate_answers(loaded, [r["messages"][:-1] for r in rows], config, follower, fused)
+    rest = [i for i in range(len(tokenized)) if i not in found]
+    rest_losses = held_out_loss(loaded, [tokenized[i] for i in rest], config.batch_size, follower)[1] if rest else []
+    losses = [found[i] if i in found else None for i in range(len(tokenized))]
+    for index, sums in zip(rest, rest_losses):
+        losses[index] = sums
+    total, count = sum(s for s, _ in losses), sum(c for _, c in losses)
+    mean_loss = total / count if count else None
+    metrics = {"loss": mean_loss, "perplexity": math.exp(mean_loss) if mean_loss is not None and mean_loss < 50
+               else None}
     loss = replace(stats.ratio([s for s, _ in losses], [c for _, c in losses]), higher_is_better=False)
     statistics = {"loss": loss, "perplexity": perplexity_of(loss)}
-    has_references = all(r["messages"][-1]["role"] == "assistant" for r in rows)
     if not has_references:
         return metrics, [], statistics
-    generated = generate_answers(loaded, [r["messages"][:-1] for r in rows], config, follower)
     answers = [answer for answer, _ in generated]
     references = [r["messages"][-1]["content"] for r in rows]
     registered = answer_metrics().values()

@@ -20,14 +20,16 @@ def following_each_token(follower) -> list:
     return [FollowLoadEachToken()] if follower else []
 
 
-def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config,
-                     follower=None) -> list[tuple[str, bool]]:
+def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config, follower=None,
+                     after_batch=None) -> list[tuple[str, bool]]:
     """Batched generation with left padding; greedy unless a temperature is set. `config` holds the
     sampling settings (temperature, top_p, top_k, max_new_tokens, batch_size, seed): eval's, or
     generate --preferences'.
 
     Returns each answer and whether it ended on a stop token (rather than the limit). The stop tokens
     include the chat template's end of turn, which is not always the tokenizer's eos (models/stopping.py).
+    `after_batch(indices, inputs, cache)`, when given, sees each batch's prompts and the key/value cache
+    generation left (eval reuses the prompts' part of it for its held-out loss).
     """
     import torch
 
@@ -46,8 +48,12 @@ def generate_answers(loaded: LoadedModel, prompts: list[list[dict]], config,
         with torch.no_grad():
             out = loaded.model.generate(**batch, max_new_tokens=config.max_new_tokens,
                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=stops or None,
-                                        stopping_criteria=following_each_token(follower), **sampling)
-        answers += [until_stop(ids, stops, tokenizer) for ids in out[:, batch["input_ids"].shape[1]:]]
+                                        stopping_criteria=following_each_token(follower),
+                                        return_dict_in_generate=after_batch is not None, **sampling)
+        sequences = out.sequences if after_batch is not None else out
+        answers += [until_stop(ids, stops, tokenizer) for ids in sequences[:, batch["input_ids"].shape[1]:]]
+        if after_batch is not None:
+            after_batch(range(start, start + len(sequences)), batch, out.past_key_values)
     return answers
 
 

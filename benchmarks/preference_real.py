@@ -2,7 +2,8 @@
 
   SFT (the demo's LoRA recipe, merged) -> generate --preferences (the SFT model's own sampled answers to
   the train tickets, judged in both orders) -> DPO from the SFT model -> eval DPO vs its SFT parent on the
-  held-out tickets, with the judge's win rate -> a reward model on the same pairs, its held-out accuracy.
+  held-out tickets (greedy, and sampled at temperature 1), with the judge's win rate, and on the held-out
+  pairs -> a reward model on the same pairs, its held-out accuracy.
 
 The judge is benchmarks/scripted_judge.py, a scripted local endpoint (JSON validity, category and
 priority against the reference). Every step is an artifact in --workspace, so a rerun reuses what exists
@@ -56,8 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workspace", type=Path, default=ROOT / "bench-out" / "preference-real")
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--dpo", default="learning_rate=5e-5 epochs=2", help="--set overrides of the dpo recipe")
-    parser.add_argument("--reward", default="epochs=2", help="--set overrides of the reward recipe")
+    parser.add_argument("--dpo", default="learning_rate=5e-4 epochs=2 preference.sft_weight=1.0",
+                        help="--set overrides of the dpo recipe")
+    parser.add_argument("--reward", default="learning_rate=1e-3 epochs=3", help="--set overrides of the reward recipe")
     args = parser.parse_args()
     workspace = args.workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
@@ -75,8 +77,10 @@ def main() -> None:
                          "--set", "batch_size=16",
                          *ws, log=log)
     dpo, dpo_s = cli("train", "--recipe", "dpo", "--data", pairs, "--model", sft, *sets(args.dpo), *ws, log=log)
-    evaluation, eval_s = cli("eval", "--model", dpo, "--data", data, "--judge-url", url, "--judge-model",
+    evaluation, _ = cli("eval", "--model", dpo, "--data", data, "--judge-url", url, "--judge-model",
                              "ticket-judge", "--set", "max_new_tokens=32", *ws, log=log)
+    sampled, _ = cli("eval", "--model", dpo, "--data", data, "--judge-url", url, "--judge-model", "ticket-judge",
+                     "--set", "max_new_tokens=32", "--set", "temperature=1.0", *ws, log=log)
     ranking, _ = cli("eval", "--model", dpo, *ws, log=log)  # on its own pairs' held-out split, against the SFT model
     reward, reward_s = cli("train", "--recipe", "reward", "--data", pairs, "--model", sft, *sets(args.reward),
                            *ws, log=log)
@@ -84,9 +88,7 @@ def main() -> None:
 
     judged = manifest(workspace, pairs)["metrics"]
     dpo_metrics = manifest(workspace, dpo)["metrics"]
-    report = manifest(workspace, evaluation)["metrics"]
     reward_metrics = manifest(workspace, reward)["metrics"]
-    judge_summary = report.get("judge") or {}
     print(f"\nworkspace {workspace}; judge requests {judge.requests}")
     print("| step | figure |\n|---|---|")
     print(f"| generate --preferences ({pairs_s:.0f} s) | compared {judged['judge']['compared']}, kept {judged['judge']['kept']}, "
@@ -94,11 +96,15 @@ def main() -> None:
           f"pairs train/validation/test {judged.get('splits')} |")
     print(f"| dpo ({dpo_s:.0f} s) | " + ", ".join(f"{k} {v:.3f}" for k, v in dpo_metrics.items()
                                               if isinstance(v, float) and k.startswith(("eval_", "train_loss"))) + " |")
-    print(f"| eval dpo vs sft ({eval_s:.0f} s) | judge {json.dumps(judge_summary)} |")
-    for metric in ("exact_match", "json_field_accuracy"):
-        models, intervals = report["models"], report["intervals"]
-        print(f"| {metric} | dpo {models['tuned'][metric]:.3f} {intervals['tuned'][metric]}, "
-              f"sft {models['baseline'][metric]:.3f} {intervals['baseline'][metric]} |")
+    for label, artifact in (("greedy", evaluation), ("sampled, temperature 1", sampled)):
+        report = manifest(workspace, artifact)["metrics"]
+        judged = report["judge"]
+        print(f"| eval dpo vs sft, {label} | judge win rate {judged['win_rate']:.3f} [{judged['ci_low']:.3f}, "
+              f"{judged['ci_high']:.3f}] ({judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses) |")
+        for metric in ("exact_match", "json_field_accuracy"):
+            models, intervals = report["models"], report["intervals"]
+            print(f"| {metric}, {label} | dpo {models['tuned'][metric]:.3f} {intervals['tuned'][metric]}, "
+                  f"sft {models['baseline'][metric]:.3f} {intervals['baseline'][metric]} |")
     print(f"| reward ({reward_s:.0f} s) | " + ", ".join(f"{k} {v:.3f}" for k, v in reward_metrics.items()
                                                     if isinstance(v, float) and "accuracy" in k) + " |")
     for label, artifact in (("dpo vs sft", ranking), ("reward model", reward_ranking)):

@@ -79,9 +79,14 @@ def held_out_loss(loaded: LoadedModel, tokenized: list[dict], batch_size: int = 
                 follower.follow(number)
             for index, sums in zip(batch, example_losses(loaded, [tokenized[i] for i in batch])):
                 per_example[index] = sums
+    return loss_figures(per_example), per_example
+
+
+def loss_figures(per_example: list[tuple[float, int]]) -> dict:
+    """Mean loss per trained token over the examples' (summed loss, trained tokens), and its perplexity."""
     total, count = sum(s for s, _ in per_example), sum(c for _, c in per_example)
     loss = total / count if count else None
-    return {"loss": loss, "perplexity": math.exp(loss) if loss is not None and loss < 50 else None}, per_example
+    return {"loss": loss, "perplexity": math.exp(loss) if loss is not None and loss < 50 else None}
 
 
 LOGITS_BUDGET = 64 * 2**20
@@ -199,10 +204,7 @@ def evaluate_model(loaded: LoadedModel, rows: list[dict], tokenized: list[dict],
     losses = [found[i] if i in found else None for i in range(len(tokenized))]
     for index, sums in zip(rest, rest_losses):
         losses[index] = sums
-    total, count = sum(s for s, _ in losses), sum(c for _, c in losses)
-    mean_loss = total / count if count else None
-    metrics = {"loss": mean_loss, "perplexity": math.exp(mean_loss) if mean_loss is not None and mean_loss < 50
-               else None}
+    metrics = loss_figures(losses)
     loss = replace(stats.ratio([s for s, _ in losses], [c for _, c in losses]), higher_is_better=False)
     statistics = {"loss": loss, "perplexity": perplexity_of(loss)}
     if not has_references:

@@ -54,8 +54,8 @@ def test_ngrams_stay_inside_a_paragraph():
 def test_wording_most_held_out_examples_share_is_boilerplate_not_a_leak():
     held_out = HeldOutNgrams([f"classify this ticket please now {word} {i}" for i, word in enumerate("abcdefghij")],
                              n=3, boilerplate_share=0.5)
-    assert held_out.shared("classify this ticket please now") is None
-    assert held_out.shared("now c 2") == ("now", "c", "2")
+    assert ("classify", "this", "ticket") not in held_out.grams and held_out.boilerplate == 3
+    assert ("now", "c", "2") in held_out.grams
 
 
 def test_report_counts_overlap_and_keeps_every_example(tmp_path, tiny_model, workspace):
@@ -100,6 +100,9 @@ def test_drop_against_another_eval_file(tmp_path, tiny_model, workspace):
                              validation_fraction=0, test_fraction=0)
     artifact, _ = prep.run([data], str(tiny_model), config, workspace)
     assert artifact.manifest["metrics"]["decontamination"]["dropped"] == 1
+    evaluation.write_text(evaluation.read_text().replace("Yo, ", "Hey, "))  # other eval data: another dataset
+    again, reused = prep.run([data], str(tiny_model), config, workspace)
+    assert not reused and again.id != artifact.id
     assert rows[2]["input"] not in {r["messages"][0]["content"].split("\n\n")[-1] for r in split_rows(artifact, "train")}
 
 

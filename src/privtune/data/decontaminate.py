@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from privtune.artifacts import write_atomic
+from privtune.artifacts import file_sha256, write_atomic
 from privtune.data import dataset
 from privtune.errors import PrivtuneError
 from privtune.ui import track
@@ -68,9 +68,10 @@ class HeldOutNgrams:
         self.boilerplate += len(common)
         return common
 
-    def shared(self, text: str) -> tuple[str, ...] | None:
-        """One n-gram of `text` that the held-out data has, or None."""
-        return next((gram for gram in ngrams(text, self.n) if gram in self.grams), None)
+def against_digest(settings) -> list[str]:
+    """The contents of the eval files named in `decontaminate_against`, for an artifact's identity: changed eval
+    data makes another dataset, not the one decontaminated against the old files."""
+    return [file_sha256(Path(path)) for path in settings.decontaminate_against if Path(path).is_file()]
 
 
 def held_out_texts(folder: Path, against: list[str]):

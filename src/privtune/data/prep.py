@@ -13,7 +13,7 @@ from typing import Iterator
 from privtune.artifacts import Artifact, Result, Workspace, input_record, stable_hash
 from privtune.config import config_dict
 from privtune.data.dataset import SPLITS, PrepConfig, Rejects, iter_examples, load_examples, write_dataset
-from privtune.data.decontaminate import decontamination_rows
+from privtune.data.decontaminate import against_digest, decontamination_rows
 from privtune.data.formats import examples_kind
 from privtune.data.preference import write_preference_dataset
 from privtune.data.render import choose_template, tokenizer_fingerprint
@@ -42,6 +42,7 @@ def run(files: list[Path], model: str, config: PrepConfig, workspace: Workspace,
     inputs = input_record(files)
     parents = [model_ref.artifact.id] if model_ref.artifact else []
     artifact_id = stable_hash({"stage": "prep", "inputs": [i["sha256"] for i in inputs],
+                               "decontaminate_against": against_digest(config),
                                "config": config_dict(config), "tokenizer": fingerprint, "parents": parents})
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force:

@@ -18,6 +18,7 @@ from privtune.artifacts import Result, Workspace, stable_hash
 from privtune.config import ConfigValueError, config_dict
 from privtune.contract import dataset_artifact
 from privtune.data.dataset import DatasetSettings
+from privtune.data.decontaminate import against_digest
 from privtune.data.preference import write_preference_dataset
 from privtune.endpoint import Endpoint
 from privtune.errors import PrivtuneError
@@ -172,7 +173,8 @@ def run(model: str, data: str, endpoint: Endpoint | None, config: PreferenceConf
     name = lambda ref, found: found.artifact.id if found.artifact else ref  # as load_for_inference names it
     judge = endpoint.describe() if endpoint is not None else {"reward_model": name(reward_model, scorer)}
     artifact_id = stable_hash({"stage": "preferences", "model": name(model, policy), "data": dataset.id,
-                               "judge": judge, "config": config_dict(config)})
+                               "judge": judge, "config": config_dict(config),
+                               "decontaminate_against": against_digest(config)})
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing:
         return Result(existing, reused=True)  # before minutes of loading

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from privtune.config import CommaList, Config, ConfigValueError, config_dict
 from privtune.data.dataset import DatasetSettings
-from privtune.data.decontaminate import decontamination_rows
+from privtune.data.decontaminate import against_digest, decontamination_rows
 from privtune.endpoint import Endpoint, is_private_host
 from privtune.errors import PrivtuneError
 from privtune.generate.egress import EGRESS_LOG, BudgetSpent, EgressLog, complete_lines
@@ -489,7 +489,8 @@ def run(endpoint: Endpoint, model: str, config: GenerateConfig, workspace: Works
     what = {k: v for k, v in config_dict(config).items() if k not in LIMITS}
     identity = {"stage": "generate", "inputs": [i["sha256"] for i in source.inputs], "config": what,
                 "teacher": {"url": endpoint.base_url, "model": endpoint.model}, "redact": redact_text,
-                "template": stable_hash(plan.template), "tokenizer": fingerprint}
+                "template": stable_hash(plan.template), "tokenizer": fingerprint,
+                "decontaminate_against": against_digest(config.dataset)}
     artifact_id = stable_hash(identity)
     existing = None if force else workspace.get("dataset", artifact_id)
     if existing and not force and not existing.manifest.get("stopped"):

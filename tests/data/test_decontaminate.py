@@ -128,3 +128,14 @@ def test_bad_settings_are_named(tmp_path, tiny_model, workspace):
         prep.run([data], str(tiny_model), prep.PrepConfig(decontaminate="drop", decontaminate_against=[
             str(tmp_path / "missing.jsonl")]), workspace)
     assert error.value.field == "decontaminate_against"
+
+
+def test_the_demo_tickets_overlap_their_held_out_split(tiny_model, workspace):
+    """The README's figure: the demo's templated tickets, most of whose train examples a held-out ticket repeats
+    in other words."""
+    from tests.conftest import ROOT
+
+    artifact, _ = prep.run([ROOT / "data" / "tickets.jsonl"], str(tiny_model), prep.PrepConfig(decontaminate="report"),
+                           workspace)
+    found = artifact.manifest["metrics"]["decontamination"]
+    assert (found["contaminated"], found["checked"], found["held_out_examples"]) == (314, 495, 105)

@@ -136,7 +136,8 @@ def rows() -> list[Row]:
             f"supervised (reply) tokens/s in the training loop, evaluations excluded; {tokens:,.0f} reply tokens "
             f"(mean per ticket x {STEPS * BATCH}); plain scripts: same LoRA settings, token ids and masks, "
             "TRL given the pretokenized ids and assistant_masks (TRL's defaults: bf16 autocast, activation "
-            "checkpointing), Trainer pad-to-longest with -100 labels (fp32); privtune fp32, length-grouped batches"),
+            "checkpointing), Trainer pad-to-longest with -100 labels (fp32); privtune fp32, length-grouped batches, "
+            "the prefix every row of a batch shares (template and instruction) run once (train.shared_prefix)"),
         Row(f"train, real model, same run, 1 thread, privtune --set precision=bf16 (CPU autocast, opt-in)",
             rate(ours_bf16), f"{rate(faster)} ({faster_name})", faster["train_s"] / ours_bf16["train_s"], "(measured)",
             None, "bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), weights fp32; not the default: "

@@ -49,13 +49,16 @@ def trained_positions_only():
 
 
 def sft_trainer_class():
-    """SFTTrainer whose loss and evaluation project only the learned positions (trained_positions_only)."""
+    """SFTTrainer whose loss and evaluation project only the learned positions (trained_positions_only)
+    and run a prefix that all rows of a batch share once (train.shared_prefix)."""
     from trl import SFTTrainer
 
+    from privtune.train.shared_prefix import shared_prefix
+
     class CompactSFTTrainer(SFTTrainer):
-        def compute_loss(self, *args, **kwargs):
-            with trained_positions_only():
-                return super().compute_loss(*args, **kwargs)
+        def compute_loss(self, model, *args, **kwargs):
+            with trained_positions_only(), shared_prefix(model, enabled=not self.args.gradient_checkpointing):
+                return super().compute_loss(model, *args, **kwargs)
 
     return CompactSFTTrainer
 

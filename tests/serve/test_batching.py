@@ -158,3 +158,39 @@ def test_greedy_rows_take_the_argmax_without_the_sort_and_the_rest_is_transforme
         assert sorts == [1]
     finally:
         torch.sort = real_sort
+
+
+def test_rows_with_one_candidate_take_it_and_the_others_are_drawn(monkeypatch):
+    """The sampler's shortcut: a greedy row (one finite score) gets its token without a draw; rows with a
+    choice are drawn by transformers' softmax and multinomial, the same draws as its own code gives them."""
+    import torch
+    from transformers.generation.continuous_batching.model_runner import ModelRunner
+
+    from privtune.serve.batching import sample_only_rows_with_a_choice
+
+    original = getattr(ModelRunner._sample, "transformers_sample", ModelRunner._sample)  # a server may have run
+    monkeypatch.setattr(ModelRunner, "_sample", original)
+    sample_only_rows_with_a_choice()
+    sample_only_rows_with_a_choice()  # once per process, however many servers
+    assert ModelRunner._sample is not original and ModelRunner._sample.privtune_single_choice
+
+    runner = ModelRunner.__new__(ModelRunner)
+    runner.do_sample, runner.return_logprobs = True, False
+    scores = torch.randn(1, 4, 300, generator=torch.Generator().manual_seed(1))
+    scores[0, 0, :] = float("-inf")
+    scores[0, 0, 17] = 2.0  # greedy rows after use_argmax_for_greedy: one finite score
+    scores[0, 2, :] = float("-inf")
+    scores[0, 2, 250] = -1.0
+    draws = []
+    real_multinomial = torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda probs, **k: draws.append(probs.shape[0]) or real_multinomial(probs, **k))
+    got = torch.zeros(2, 8, dtype=torch.int64)
+    torch.manual_seed(5)
+    runner._sample(scores, got)
+    assert draws == [2]  # only the two rows with a choice are drawn
+    assert got[0, 0] == 17 and got[0, 2] == 250
+
+    want = torch.zeros(2, 8, dtype=torch.int64)
+    torch.manual_seed(5)
+    original(runner, scores[:, [1, 3]], want)  # transformers' own sampler on the same two rows
+    assert torch.equal(got[0, [1, 3]], want[0, :2])

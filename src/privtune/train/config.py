@@ -48,7 +48,7 @@ class CommonSettings(Config):
     """Trade compute for memory on big models."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on GPUs that have it, else fp16 on GPU, fp32 on CPU. bf16 on a CPU with native bf16
-    (AVX512-BF16, AMX) trains under autocast: ~1.8x faster, a slightly higher loss early on (make bench)."""
+    (AVX512-BF16, AMX) trains under autocast: ~1.5x faster, a higher loss early on (make bench)."""
     seed: int = 42
     """Seeds initialisation, dropout and the data order (a resumed run keeps them)."""
     logging_steps: int = 5

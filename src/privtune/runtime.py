@@ -71,7 +71,7 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): there, bf16 autocast trains ~1.8x
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): there, bf16 autocast trains ~1.5x
     faster than fp32 (benchmarks/bench_train_real.py); elsewhere it is emulated and slower."""
     text = _read(CPUINFO) if cpuinfo is None else cpuinfo
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])

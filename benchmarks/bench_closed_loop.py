@@ -37,7 +37,8 @@ STYLES = {
 def run_style(name: str, settings: list[str], url: str, artifact_id: str, workspace) -> dict:
     runs = OUT / f"closed-loop-{name.split(',')[0]}-{settings[-1].split('=')[-1]}"
     shutil.rmtree(runs, ignore_errors=True)
-    shutil.copytree(workspace, runs)  # the student model's artifact, without sharing the teacher's workspace
+    # the student model's artifact, without sharing the teacher's workspace or its unfinished runs (.staging)
+    shutil.copytree(workspace, runs, ignore=shutil.ignore_patterns(".staging"))
     command = [str(BIN / "privtune"), "generate", "--model", artifact_id, "--seeds", str(ROOT / "data" / "seeds.jsonl"),
                "--num", "1000", "--teacher-url", f"{url}/v1", "--teacher-model", artifact_id, "--concurrency", "8",
                "--workspace", str(runs), *[a for s in COMMON + settings for a in ("--set", s)]]

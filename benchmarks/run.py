@@ -48,6 +48,7 @@ def main() -> None:
             continue
         module = __import__(name)
         rows += module.rows()
+        print(f"{name} done; the table so far:\n{render(rows)}\n", file=sys.stderr, flush=True)
     table = render(rows)
     print(table)
     if only:

@@ -96,6 +96,27 @@ def train_config(method: str = "lora", **overrides):
     return config
 
 
+def sft_trainer(tickets_dataset, tiny_model, checkpoints, **overrides):
+    """privtune's SFT trainer on the tiny model and the tickets, built as train builds it (LoRA, dropout 0
+    unless overridden), for tests that call its loss directly."""
+    from transformers import AutoTokenizer
+
+    from privtune.artifacts import Workspace
+    from privtune.contract import dataset_artifact
+    from privtune.models.loading import ModelRef
+    from privtune.train import stage
+    from privtune.train.method import method_of
+    from privtune.train.sft_trainer import build_trainer
+
+    config = train_config("lora", **{"lora.dropout": 0.0, **overrides})
+    method = method_of("lora")
+    base = stage.load_model(ModelRef(location=str(tiny_model)), method, config, "fp32")
+    adapter = stage.peft_config(method, config, base, is_seq2seq=False)
+    dataset = dataset_artifact(str(tickets_dataset.path), Workspace(tickets_dataset.path.parent))
+    args = stage.trainer_arguments(config, checkpoints, stage.precision_flags(config), True, "none")
+    return build_trainer(base, AutoTokenizer.from_pretrained(tiny_model), adapter, dataset, config, args, [])
+
+
 @pytest.fixture(scope="session")
 def tuned_model(tickets_dataset, tmp_path_factory):
     """A tiny model fine-tuned (lora) on the demo tickets, once per session, with its workspace."""

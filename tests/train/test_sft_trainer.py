@@ -3,27 +3,12 @@
 import pytest
 import torch
 
-from privtune.train import stage
-from privtune.train.method import method_of
-from privtune.train.sft_trainer import build_trainer
-from tests.conftest import train_config
+from tests.conftest import sft_trainer
 
 
 @pytest.fixture(scope="module")
 def trainer(tickets_dataset, tiny_model, tmp_path_factory):
-    from privtune.contract import dataset_artifact
-    from privtune.artifacts import Workspace
-    from privtune.models.loading import ModelRef
-
-    config = train_config("lora", **{"lora.dropout": 0.0})
-    method = method_of("lora")
-    base = stage.load_model(ModelRef(location=str(tiny_model)), method, config, "fp32")
-    adapter = stage.peft_config(method, config, base, is_seq2seq=False)
-    dataset = dataset_artifact(str(tickets_dataset.path), Workspace(tickets_dataset.path.parent))
-    args = stage.trainer_arguments(config, tmp_path_factory.mktemp("ckpt"), stage.precision_flags(config), True, "none")
-    from transformers import AutoTokenizer
-
-    return build_trainer(base, AutoTokenizer.from_pretrained(tiny_model), adapter, dataset, config, args, [])
+    return sft_trainer(tickets_dataset, tiny_model, tmp_path_factory.mktemp("ckpt"))
 
 
 def loss_and_grads(trainer, batch, compact: bool):

@@ -3,32 +3,13 @@
 import pytest
 import torch
 
-from privtune.train import stage
-from privtune.train.method import method_of
-from privtune.train.shared_prefix import MIN_PREFIX, backbone_of, shared_prefix, shared_prefix_length
-from privtune.train.sft_trainer import build_trainer
-from tests.conftest import train_config
-
-
-def make_trainer(tickets_dataset, tiny_model, tmp_path, **overrides):
-    from transformers import AutoTokenizer
-
-    from privtune.artifacts import Workspace
-    from privtune.contract import dataset_artifact
-    from privtune.models.loading import ModelRef
-
-    config = train_config("lora", **{"lora.dropout": 0.0, **overrides})
-    method = method_of("lora")
-    base = stage.load_model(ModelRef(location=str(tiny_model)), method, config, "fp32")
-    adapter = stage.peft_config(method, config, base, is_seq2seq=False)
-    dataset = dataset_artifact(str(tickets_dataset.path), Workspace(tickets_dataset.path.parent))
-    args = stage.trainer_arguments(config, tmp_path, stage.precision_flags(config), True, "none")
-    return build_trainer(base, AutoTokenizer.from_pretrained(tiny_model), adapter, dataset, config, args, [])
+from privtune.train.shared_prefix import MIN_PREFIX, backbone_of, shared_prefix_length
+from tests.conftest import sft_trainer
 
 
 @pytest.fixture(scope="module")
 def trainer(tickets_dataset, tiny_model, tmp_path_factory):
-    return make_trainer(tickets_dataset, tiny_model, tmp_path_factory.mktemp("ckpt"))
+    return sft_trainer(tickets_dataset, tiny_model, tmp_path_factory.mktemp("ckpt"))
 
 
 def passes(trainer, monkeypatch):
@@ -101,20 +82,20 @@ def test_prefix_length_counts_only_shared_real_tokens():
 
 
 def test_dropout_packing_and_checkpointing_take_the_plain_pass(tickets_dataset, tiny_model, tmp_path, monkeypatch):
-    with_dropout = make_trainer(tickets_dataset, tiny_model, tmp_path / "a", **{"lora.dropout": 0.1})
+    with_dropout = sft_trainer(tickets_dataset, tiny_model, tmp_path / "a", **{"lora.dropout": 0.1})
     seen = passes(with_dropout, monkeypatch)
     batch = next(iter(with_dropout.get_train_dataloader()))
     with_dropout.compute_loss(with_dropout.model, dict(batch))
     assert seen == [tuple(batch["input_ids"].shape)]  # one dropout mask would be shared across rows
 
-    packed = make_trainer(tickets_dataset, tiny_model, tmp_path / "b", packing="bfd")
+    packed = sft_trainer(tickets_dataset, tiny_model, tmp_path / "b", packing="bfd")
     monkeypatch.undo()
     seen = passes(packed, monkeypatch)
     batch = next(iter(packed.get_train_dataloader()))
     packed.compute_loss(packed.model, dict(batch))
     assert seen == [tuple(batch["input_ids"].shape)]  # position ids given: rows are packed examples
 
-    checkpointed = make_trainer(tickets_dataset, tiny_model, tmp_path / "c", gradient_checkpointing=True)
+    checkpointed = sft_trainer(tickets_dataset, tiny_model, tmp_path / "c", gradient_checkpointing=True)
     monkeypatch.undo()
     seen = passes(checkpointed, monkeypatch)
     batch = next(iter(checkpointed.get_train_dataloader()))

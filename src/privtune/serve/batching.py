@@ -175,8 +175,9 @@ class BatchedGenerator:
             if hit:  # streamed pieces may have begun the stop string, as in the sequential server; the text may not
                 self.cancel(request_id)
                 finish("stop", len(generated), text)
-            elif output.is_finished():
-                finish("stop" if generated and generated[-1] in self.stops else "length", len(generated))
+            elif output.is_finished():  # the whole decode, not the streamed pieces: a later token can change
+                # how earlier ones decode, and then the pieces stop growing (the answer came back cut short)
+                finish("stop" if generated and generated[-1] in self.stops else "length", len(generated), text)
 
         self.manager.register_result_handler(request_id, on_output)
         streaming = bool(stops) or streamed  # else one delivery at the end: no decoding and no callback per token

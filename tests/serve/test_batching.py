@@ -32,6 +32,16 @@ def batched_server(loaded):
     assert not app.state.batched.manager.is_running()  # the lifespan stopped the batching thread
 
 
+def until_idle(app, seconds: float = 10) -> None:
+    """Wait until the manager holds no request. One cancelled at its stop string runs on until the manager reads
+    the cancel, and no forward may run beside the manager's (test_nothing_may_run_the_model_beside_the_manager)."""
+    scheduler = app.state.batched.manager.batch_processor.scheduler
+    deadline = time.time() + seconds
+    while scheduler.has_pending_requests() and time.time() < deadline:
+        time.sleep(0.02)
+    assert not scheduler.has_pending_requests()
+
+
 def sequential_answers(loaded, **extra):
     client = TestClient(create_app(loaded, "tuned"))
     return [client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": p}],
@@ -59,12 +69,14 @@ def same_or_near_tie(loaded, prompt: str, got: str, expected: str, tolerance: fl
 
 
 def test_batched_greedy_answers_equal_the_sequential_ones(loaded, batched_server):
-    url, _ = batched_server
+    url, app = batched_server
 
     async def concurrently(**extra):
         async with openai.AsyncOpenAI(base_url=url, api_key="x") as client:
-            return await asyncio.gather(*(client.chat.completions.create(
+            answers = await asyncio.gather(*(client.chat.completions.create(
                 model="tuned", messages=[{"role": "user", "content": p}], max_tokens=40, **extra) for p in PROMPTS))
+        until_idle(app)  # before this thread runs the model (the sequential answers, the near-tie check)
+        return answers
 
     expected = sequential_answers(loaded)
     got = asyncio.run(concurrently())
@@ -102,6 +114,31 @@ def test_streaming_sampling_and_limits(batched_server):
         client.chat.completions.create(model="tuned", messages=[{"role": "user", "content": "hi"}], max_tokens=600)
     again = client.chat.completions.create(model="tuned", messages=[{"role": "user", "content": TICKET}], max_tokens=40)
     assert again.choices[0].message.content == plain.choices[0].message.content  # the worker survived all that
+
+
+def test_nothing_may_run_the_model_beside_the_manager(loaded, batched_server):
+    """Why tests wait for an idle manager before they run the model: for the length of each of the manager's
+    forwards, transformers (5.24, merge_with_config_defaults) sets the shared `config.is_causal` to False (the
+    manager brings its own mask), so a forward from another thread then attends both ways: answers change (seen
+    as a rare failure of the greedy test's stop half). privtune serve --batching runs every generation through
+    the manager. If this fails, transformers stopped doing it and the waits can go."""
+    url, app = batched_server
+    backbone = loaded.model.get_base_model().model
+    seen = []
+    hook = backbone.layers[0].register_forward_pre_hook(
+        lambda module, args: seen.append(getattr(backbone.config, "is_causal", None)))
+    try:
+        openai.OpenAI(base_url=url, api_key="x").chat.completions.create(
+            model="tuned", messages=[{"role": "user", "content": TICKET}], max_tokens=4)
+        until_idle(app)
+        assert seen and set(seen) == {False}
+        import torch
+
+        with torch.no_grad():
+            backbone(input_ids=loaded.tokenizer(TICKET, return_tensors="pt")["input_ids"])
+        assert seen[-1] is not False  # restored after each of the manager's forwards; a forward here is causal
+    finally:
+        hook.remove()
 
 
 def test_a_cancelled_request_frees_its_slot(loaded, batched_server):

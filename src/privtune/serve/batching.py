@@ -9,6 +9,11 @@ larger than the whole cache, and a temperature of 0 (greedy is top_p=0 instead, 
 
 Per-request temperature and top_p are honoured; a seed cannot be (one RNG is shared by every request
 in a batch), stop strings are matched on the decoded text as in the sequential server.
+
+While the manager runs, nothing else in the process may run the model: for the length of each of its
+forwards transformers sets the model's shared `config.is_causal` to False (it brings its own mask), so a
+forward from another thread would attend both ways (tests/serve/test_batching.py). Every generation of
+`privtune serve --batching` goes through the manager.
 """
 
 from __future__ import annotations

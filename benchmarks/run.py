@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from common import OUT, Row  # noqa: E402
 
 MODULES = ["bench_foundation", "bench_prep_memory", "bench_train", "bench_generate", "bench_teacher", "bench_serve",
-           "bench_threads", "bench_train_real", "bench_serve_real", "bench_eval_real", "bench_closed_loop"]
+           "bench_threads", "bench_train_real", "bench_dpo_real", "bench_serve_real", "bench_eval_real", "bench_closed_loop"]
 
 
 def machine() -> str:

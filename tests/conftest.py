@@ -96,9 +96,9 @@ def train_config(method: str = "lora", **overrides):
     return config
 
 
-def sft_trainer(tickets_dataset, tiny_model, checkpoints, **overrides):
-    """privtune's SFT trainer on the tiny model and the tickets, built as train builds it (LoRA, dropout 0
-    unless overridden), for tests that call its loss directly."""
+def method_trainer(method_name, dataset, tiny_model, checkpoints, **overrides):
+    """privtune's trainer for a method on the tiny model and a dataset artifact, built as train builds it
+    (LoRA dropout 0 unless overridden), for tests that call its loss directly."""
     from transformers import AutoTokenizer
 
     from privtune.artifacts import Workspace
@@ -106,15 +106,19 @@ def sft_trainer(tickets_dataset, tiny_model, checkpoints, **overrides):
     from privtune.models.loading import ModelRef
     from privtune.train import stage
     from privtune.train.method import method_of
-    from privtune.train.sft_trainer import build_trainer
 
-    config = train_config("lora", **{"lora.dropout": 0.0, **overrides})
-    method = method_of("lora")
+    config = train_config(method_name, **{"lora.dropout": 0.0, **overrides})
+    method = method_of(method_name)
     base = stage.load_model(ModelRef(location=str(tiny_model)), method, config, "fp32")
     adapter = stage.peft_config(method, config, base, is_seq2seq=False)
-    dataset = dataset_artifact(str(tickets_dataset.path), Workspace(tickets_dataset.path.parent))
+    dataset = dataset_artifact(str(dataset.path), Workspace(dataset.path.parent))
     args = stage.trainer_arguments(config, checkpoints, stage.precision_flags(config), True, "none")
-    return build_trainer(base, AutoTokenizer.from_pretrained(tiny_model), adapter, dataset, config, args, [])
+    return method.build_trainer(base, AutoTokenizer.from_pretrained(tiny_model), adapter, dataset, config, args, [])
+
+
+def sft_trainer(tickets_dataset, tiny_model, checkpoints, **overrides):
+    """privtune's SFT (LoRA) trainer on the tiny model and the tickets."""
+    return method_trainer("lora", tickets_dataset, tiny_model, checkpoints, **overrides)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from privtune.train.shared_prefix import MIN_PREFIX, backbone_of, shared_prefix_length
-from tests.conftest import sft_trainer
+from tests.conftest import method_trainer, sft_trainer
+from tests.train.test_preference import pairs
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,67 @@ def test_dropout_packing_and_checkpointing_take_the_plain_pass(tickets_dataset, 
     batch = next(iter(checkpointed.get_train_dataloader()))
     checkpointed.compute_loss(checkpointed.model, dict(batch))
     assert seen == [tuple(batch["input_ids"].shape)]
+
+
+def test_a_cache_layer_it_cannot_repeat_takes_the_plain_pass_alone(trainer, monkeypatch):
+    """A model whose cache has another kind of layer (here: indexed attention) runs one plain pass, and no
+    prefix pass before it: the cache's layers are known before anything runs."""
+    seen = passes(trainer, monkeypatch)
+    config = backbone_of(trainer.model).config
+    monkeypatch.setattr(config, "layer_types", ["indexed_attention"] * config.num_hidden_layers, raising=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert shared_prefix_length(batch["input_ids"], batch["attention_mask"]) >= MIN_PREFIX
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert seen == [tuple(batch["input_ids"].shape)]
+
+
+@pytest.fixture(scope="module")
+def instructed_pairs(tiny_model, tmp_path_factory):
+    """Preference pairs whose prompts open with the same instruction, as templated data does."""
+    import json
+
+    from privtune.artifacts import Workspace
+    from privtune.data import prep
+
+    folder = tmp_path_factory.mktemp("instructed")
+    records = folder / "pairs.jsonl"
+    records.write_text("".join(json.dumps({**r, "prompt": "Classify the support ticket. Answer with JSON: category "
+                                                          "and priority.\n\n" + r["prompt"]}) + "\n" for r in pairs(24)))
+    config = prep.PrepConfig(max_length=96, validation_fraction=0.25, test_fraction=0)
+    return prep.run([records], str(tiny_model), config, Workspace(folder / "runs"))[0]
+
+
+def test_dpo_runs_the_prefix_once_for_the_policy_and_the_reference(instructed_pairs, tiny_model, tmp_path, monkeypatch):
+    """A DPO batch (chosen rows, then rejected) shares the template and the prompts' opening: the policy and
+    the reference (adapter off) each run it once and score only the answers' tokens, and loss and gradients
+    are those of TRL's plain passes."""
+    paired = instructed_pairs
+    trainer = method_trainer("dpo", paired, tiny_model, tmp_path, batch_size=4)
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    length = shared_prefix_length(batch["input_ids"], batch["attention_mask"])
+    assert length >= MIN_PREFIX and batch["input_ids"].shape[0] == 8
+
+    def loss_and_grads(compute):
+        trainer.model.zero_grad()
+        loss = compute(trainer.model, dict(batch))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    import trl.trainer.utils as trl_utils
+
+    seen, scored = passes(trainer, monkeypatch), []
+    project = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: scored.append(hidden.shape[0]) or project(hidden, *rest))
+    shared_loss, shared_grads = loss_and_grads(trainer.compute_loss)
+    rows, width = batch["input_ids"].shape
+    answers = int(batch["completion_mask"][:, 1:].sum())
+    assert seen == [(1, length), (rows, width - length)] * 2  # the policy's passes, then the reference's
+    assert scored == [answers] * 2  # the head scores the answers' tokens only
+    plain_loss, plain_grads = loss_and_grads(super(type(trainer), trainer).compute_loss)
+    assert seen[4:] == [(rows, width)] * 2 and scored[2:] == [rows * (width - 1)] * 2
+    assert torch.allclose(shared_loss, plain_loss, atol=1e-5)
+    assert shared_grads.keys() == plain_grads.keys() and shared_grads
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-4), name

@@ -48,19 +48,25 @@ def trained_positions_only():
         trl_utils._use_triton = everywhere
 
 
-def sft_trainer_class():
-    """SFTTrainer whose loss and evaluation project only the learned positions (trained_positions_only)
-    and run a prefix that all rows of a batch share once (train.shared_prefix)."""
-    from trl import SFTTrainer
-
+def compact(trainer_class):
+    """`trainer_class` (a TRL trainer) whose loss, in training and evaluation, projects only the learned
+    positions (trained_positions_only) and runs a prefix that all rows of a batch share once
+    (train.shared_prefix): the same loss and gradients for less work."""
     from privtune.train.shared_prefix import shared_prefix
 
-    class CompactSFTTrainer(SFTTrainer):
+    class Compact(trainer_class):
         def compute_loss(self, model, *args, **kwargs):
             with trained_positions_only(), shared_prefix(model, enabled=not self.args.gradient_checkpointing):
                 return super().compute_loss(model, *args, **kwargs)
 
-    return CompactSFTTrainer
+    Compact.__name__ = Compact.__qualname__ = f"Compact{trainer_class.__name__}"
+    return Compact
+
+
+def sft_trainer_class():
+    from trl import SFTTrainer
+
+    return compact(SFTTrainer)
 
 
 def build_trainer(model, tokenizer, adapter, dataset: Artifact, config: TrainConfig, args: dict, callbacks):

@@ -69,11 +69,10 @@ def prefix_once(backbone):
         if length < MIN_PREFIX:
             return original(*args, **kwargs)
         rows = input_ids.shape[0]
-        cache = DynamicCache(config=backbone.config)
-        prefix = original(input_ids=input_ids[:1, :length], use_cache=True, **{cache_name: cache})
-        if not all(type(layer) in (DynamicLayer,) or getattr(layer, "is_sliding", False)
-                   for layer in cache.layers):
+        cache = DynamicCache(config=backbone.config)  # its layers follow the config's attention types
+        if not all(type(layer) is DynamicLayer or getattr(layer, "is_sliding", False) for layer in cache.layers):
             return original(*args, **kwargs)
+        prefix = original(input_ids=input_ids[:1, :length], use_cache=True, **{cache_name: cache})
         cache.batch_repeat_interleave(rows)
         rest = original(input_ids=input_ids[:, length:], attention_mask=attention_mask, use_cache=True,
                         **{cache_name: cache})

@@ -1,5 +1,7 @@
 """Shared-prefix training: the same loss and gradients as the full batch, with the prefix run once."""
 
+import functools
+
 import pytest
 import torch
 
@@ -18,8 +20,13 @@ def passes(trainer, monkeypatch):
     backbone = backbone_of(trainer.model)
     seen = []
     original = type(backbone).forward
-    monkeypatch.setattr(type(backbone), "forward",
-                        lambda self, *a, **k: seen.append(tuple(k["input_ids"].shape)) or original(self, *a, **k))
+
+    @functools.wraps(original)  # the wrapper reads the forward's signature
+    def recorded(self, *a, **k):
+        seen.append(tuple(k.get("input_ids", a[0] if a else None).shape))
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(type(backbone), "forward", recorded)
     return seen
 
 
@@ -164,5 +171,31 @@ def test_dpo_runs_the_prefix_once_for_the_policy_and_the_reference(instructed_pa
     assert seen[4:] == [(rows, width)] * 2 and scored[2:] == [rows * (width - 1)] * 2
     assert torch.allclose(shared_loss, plain_loss, atol=1e-5)
     assert shared_grads.keys() == plain_grads.keys() and shared_grads
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-4), name
+
+
+def test_a_reward_model_runs_the_prefix_once_with_the_same_loss(instructed_pairs, tiny_model, tmp_path, monkeypatch):
+    """The reward trainer (a score head, which passes the token ids by position; chosen and rejected rows)
+    takes the same shared prefix."""
+    trainer = method_trainer("reward", instructed_pairs, tiny_model, tmp_path, batch_size=4)
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    length = shared_prefix_length(batch["input_ids"], batch["attention_mask"])
+    assert length >= MIN_PREFIX
+
+    def loss_and_grads(compute):
+        trainer.model.zero_grad()
+        loss = compute(trainer.model, dict(batch))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    seen = passes(trainer, monkeypatch)
+    shared_loss, shared_grads = loss_and_grads(trainer.compute_loss)
+    rows, width = batch["input_ids"].shape
+    assert seen == [(1, length), (rows, width - length)]
+    plain_loss, plain_grads = loss_and_grads(super(type(trainer), trainer).compute_loss)
+    assert seen[2:] == [(rows, width)]
+    assert torch.allclose(shared_loss, plain_loss, atol=1e-5) and shared_grads.keys() == plain_grads.keys()
     for name, grad in plain_grads.items():
         assert torch.allclose(shared_grads[name], grad, atol=1e-4), name

@@ -1,13 +1,14 @@
-"""The trainers of preference methods (DPO, ORPO, KTO): TRL's own, given a preference dataset's splits as
-conversational columns, rendered by TRL with the tokenizer's chat template (the dataset's: train set it).
+"""The trainers of preference methods (DPO, ORPO, KTO) and of reward models: TRL's own, given a preference
+dataset's splits as conversational columns, rendered by TRL with the tokenizer's chat template (the
+dataset's: train set it).
 
 With a LoRA adapter and no reference model, TRL's DPO and KTO use the base with the adapter switched
 off as the reference: one model in memory, not two. ORPO needs no reference model at all.
 
 Their losses do the SFT trainer's less work for the same result (sft_trainer.compact), in the policy's pass
-and the reference's alike: the output head scores only the answers' tokens, not the prompts', and a batch
-of pairs (its chosen answers, then its rejected ones, each behind its prompt) runs the prefix all its rows
-share (the template's system turn, an instruction the prompts share) once.
+and the reference's alike: a language-model head scores only the answers' tokens, not the prompts', and a
+batch of pairs (its chosen answers, then its rejected ones, each behind its prompt) runs the prefix all its
+rows share (the template's system turn, an instruction the prompts share) once.
 """
 
 from __future__ import annotations

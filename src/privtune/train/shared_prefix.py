@@ -58,9 +58,12 @@ def prefix_once(backbone):
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
     original = backbone.forward
-    cache_name = "cache" if "cache" in inspect.signature(original).parameters else "past_key_values"
+    parameters = list(inspect.signature(original).parameters)
+    cache_name = "cache" if "cache" in parameters else "past_key_values"
 
     def forward(*args, **kwargs):
+        if len(args) == 1 and parameters[:1] == ["input_ids"] and "input_ids" not in kwargs:
+            args, kwargs = (), {"input_ids": args[0], **kwargs}  # as sequence-classification heads call it
         given = {name: value for name, value in kwargs.items() if value is not None}
         input_ids, attention_mask = given.get("input_ids"), given.get("attention_mask")
         if args or input_ids is None or set(given) - PASSED_THROUGH:

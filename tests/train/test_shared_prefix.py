@@ -30,20 +30,32 @@ def passes(trainer, monkeypatch):
     return seen
 
 
-def loss_and_grads(trainer, batch, shared: bool):
-    """One forward and backward through the trainer's loss, with or without the shared prefix."""
-    from privtune.train.sft_trainer import trained_positions_only
-
+def step(trainer, batch, compute):
+    """One forward and backward through `compute` (a trainer's loss): the loss and every gradient."""
     model = trainer.model
     model.zero_grad()
-    if shared:
-        loss = trainer.compute_loss(model, dict(batch))
-    else:
-        with trained_positions_only():
-            loss = super(type(trainer), trainer).compute_loss(model, dict(batch))
+    loss = compute(model, dict(batch))
     loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return loss.detach(), grads
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def loss_and_grads(trainer, batch, shared: bool):
+    """The SFT trainer's loss and gradients, with or without the shared prefix."""
+    from privtune.train.sft_trainer import trained_positions_only
+
+    if shared:
+        return step(trainer, batch, trainer.compute_loss)
+    with trained_positions_only():
+        return step(trainer, batch, super(type(trainer), trainer).compute_loss)
+
+
+def assert_same_as_plain(shared, plain):
+    """Loss and gradients of privtune's pass equal those of TRL's plain one."""
+    (shared_loss, shared_grads), (plain_loss, plain_grads) = shared, plain
+    assert torch.allclose(shared_loss, plain_loss, atol=1e-5)
+    assert shared_grads.keys() == plain_grads.keys() and shared_grads
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-4), name
 
 
 def test_the_prefix_runs_once_and_loss_and_gradients_are_the_full_batchs(trainer, monkeypatch):
@@ -150,29 +162,20 @@ def test_dpo_runs_the_prefix_once_for_the_policy_and_the_reference(instructed_pa
     length = shared_prefix_length(batch["input_ids"], batch["attention_mask"])
     assert length >= MIN_PREFIX and batch["input_ids"].shape[0] == 8
 
-    def loss_and_grads(compute):
-        trainer.model.zero_grad()
-        loss = compute(trainer.model, dict(batch))
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-
     import trl.trainer.utils as trl_utils
 
     seen, scored = passes(trainer, monkeypatch), []
     project = trl_utils._ChunkedLogProbFunction.apply
     monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
                         lambda hidden, *rest: scored.append(hidden.shape[0]) or project(hidden, *rest))
-    shared_loss, shared_grads = loss_and_grads(trainer.compute_loss)
+    shared = step(trainer, batch, trainer.compute_loss)
     rows, width = batch["input_ids"].shape
     answers = int(batch["completion_mask"][:, 1:].sum())
     assert seen == [(1, length), (rows, width - length)] * 2  # the policy's passes, then the reference's
     assert scored == [answers] * 2  # the head scores the answers' tokens only
-    plain_loss, plain_grads = loss_and_grads(super(type(trainer), trainer).compute_loss)
+    plain = step(trainer, batch, super(type(trainer), trainer).compute_loss)
     assert seen[4:] == [(rows, width)] * 2 and scored[2:] == [rows * (width - 1)] * 2
-    assert torch.allclose(shared_loss, plain_loss, atol=1e-5)
-    assert shared_grads.keys() == plain_grads.keys() and shared_grads
-    for name, grad in plain_grads.items():
-        assert torch.allclose(shared_grads[name], grad, atol=1e-4), name
+    assert_same_as_plain(shared, plain)
 
 
 def test_a_reward_model_runs_the_prefix_once_with_the_same_loss(instructed_pairs, tiny_model, tmp_path, monkeypatch):
@@ -184,18 +187,10 @@ def test_a_reward_model_runs_the_prefix_once_with_the_same_loss(instructed_pairs
     length = shared_prefix_length(batch["input_ids"], batch["attention_mask"])
     assert length >= MIN_PREFIX
 
-    def loss_and_grads(compute):
-        trainer.model.zero_grad()
-        loss = compute(trainer.model, dict(batch))
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-
     seen = passes(trainer, monkeypatch)
-    shared_loss, shared_grads = loss_and_grads(trainer.compute_loss)
+    shared = step(trainer, batch, trainer.compute_loss)
     rows, width = batch["input_ids"].shape
     assert seen == [(1, length), (rows, width - length)]
-    plain_loss, plain_grads = loss_and_grads(super(type(trainer), trainer).compute_loss)
+    plain = step(trainer, batch, super(type(trainer), trainer).compute_loss)
     assert seen[2:] == [(rows, width)]
-    assert torch.allclose(shared_loss, plain_loss, atol=1e-5) and shared_grads.keys() == plain_grads.keys()
-    for name, grad in plain_grads.items():
-        assert torch.allclose(shared_grads[name], grad, atol=1e-4), name
+    assert_same_as_plain(shared, plain)

@@ -20,10 +20,11 @@ import subprocess
 import sys
 import time
 
-from bench_serve_real import BIN, ROOT, real_model
+from bench_serve_real import ROOT, real_model
+from bench_train_real import BATCH, privtune
 from common import OUT, Row
 
-STEPS, BATCH, LR = 12, 8, 5e-5
+STEPS, LR = 12, 5e-5
 
 SCRIPT = r"""
 import json, sys
@@ -76,20 +77,6 @@ def plain(settings: str, dataset, model_path, env) -> dict:
     return json.loads(out.read_text())
 
 
-def privtune(dataset, artifact_id: str, workspace, env) -> dict:
-    """`privtune train --recipe dpo`: its loop time without evaluations, and the validation loss at the end."""
-    settings = [f"max_steps={STEPS}", f"batch_size={BATCH}", f"learning_rate={LR}", "threads=1"]
-    out = subprocess.run([str(BIN / "privtune"), "train", "--recipe", "dpo", "--data", dataset.id, "--model",
-                          artifact_id, "--workspace", str(workspace), "--force",
-                          *[arg for s in settings for arg in ("--set", s)]],
-                         env=env, check=True, capture_output=True, text=True)
-    folder = workspace / f"model-{out.stdout.strip().splitlines()[-1].split()[1]}"
-    metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
-    logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    in_loop = sum(entry["eval_runtime"] for entry in logged if "eval_runtime" in entry and entry["step"] > 0)
-    return {"train_s": metrics["train_runtime_s"] - in_loop, "eval_loss": metrics["eval_loss_end"]}
-
-
 def rows() -> list[Row]:
     from privtune.artifacts import Workspace
     from privtune.data import prep
@@ -102,7 +89,7 @@ def rows() -> list[Row]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "PRIVTUNE_THREADS")}
     env["HF_HUB_OFFLINE"] = "1"
     start = time.perf_counter()
-    ours = privtune(dataset, artifact_id, workspace, env)
+    ours = privtune(1, dataset, artifact_id, workspace, env, f"learning_rate={LR}", recipe="dpo", steps=STEPS)
     same = plain("privtune", dataset, model_path, env)
     defaults = plain("defaults", dataset, model_path, env)
     wall = time.perf_counter() - start

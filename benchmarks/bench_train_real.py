@@ -75,11 +75,12 @@ def plain(kind: str, threads: int, dataset, model_path, env) -> dict:
     return json.loads(out.read_text())
 
 
-def privtune(threads: int, dataset, artifact_id: str, workspace, env, *extra: str) -> dict:
-    """`privtune train --recipe lora`, whole wall time, and its loop time without evaluations."""
-    settings = [f"max_steps={STEPS}", f"batch_size={BATCH}", *extra] + ([f"threads={threads}"] if threads else [])
+def privtune(threads: int, dataset, artifact_id: str, workspace, env, *extra: str, recipe: str = "lora",
+             steps: int = STEPS) -> dict:
+    """`privtune train --recipe <recipe>`, whole wall time, and its loop time without evaluations."""
+    settings = [f"max_steps={steps}", f"batch_size={BATCH}", *extra] + ([f"threads={threads}"] if threads else [])
     start = time.perf_counter()
-    out = subprocess.run([str(BIN / "privtune"), "train", "--recipe", "lora", "--data", dataset.id, "--model",
+    out = subprocess.run([str(BIN / "privtune"), "train", "--recipe", recipe, "--data", dataset.id, "--model",
                           artifact_id, "--workspace", str(workspace), "--force",
                           *[arg for s in settings for arg in ("--set", s)]],
                          env=env, check=True, capture_output=True, text=True)

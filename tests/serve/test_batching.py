@@ -153,9 +153,7 @@ def test_a_cancelled_request_frees_its_slot(loaded, batched_server):
     async def cancel_after_first_piece():
         cancelled = threading.Event()
         out = await batched.generate(inputs, Request, lambda piece: cancelled.set(), cancelled)
-        deadline = time.time() + 5
-        while batched.manager.batch_processor.scheduler.active_requests and time.time() < deadline:
-            await asyncio.sleep(0.05)
+        until_idle(app, seconds=5)
         return out
 
     out = asyncio.run(cancel_after_first_piece())

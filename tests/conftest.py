@@ -121,6 +121,15 @@ def sft_trainer(tickets_dataset, tiny_model, checkpoints, **overrides):
     return method_trainer("lora", tickets_dataset, tiny_model, checkpoints, **overrides)
 
 
+def step(trainer, batch, compute):
+    """One forward and backward through `compute` (a trainer's loss): the loss and every gradient."""
+    model = trainer.model
+    model.zero_grad()
+    loss = compute(model, dict(batch))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
 @pytest.fixture(scope="session")
 def tuned_model(tickets_dataset, tmp_path_factory):
     """A tiny model fine-tuned (lora) on the demo tickets, once per session, with its workspace."""

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import sft_trainer
+from tests.conftest import sft_trainer, step
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +15,9 @@ def loss_and_grads(trainer, batch, compact: bool):
     """One forward and backward through SFTTrainer.compute_loss, with or without the compact projection."""
     import trl
 
-    model = trainer.model
-    model.zero_grad()
-    compute = trainer.compute_loss if compact else super(type(trainer), trainer).compute_loss
-    loss = compute(model, dict(batch))
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    result = step(trainer, batch, trainer.compute_loss if compact else super(type(trainer), trainer).compute_loss)
     assert trl.trainer.utils._use_triton(torch.device("cpu")) is False  # restored after the call
-    return loss.detach(), grads
+    return result
 
 
 def test_compact_projection_gives_the_same_loss_and_gradients(trainer):

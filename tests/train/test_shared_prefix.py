@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from privtune.train.shared_prefix import MIN_PREFIX, backbone_of, shared_prefix_length
-from tests.conftest import method_trainer, sft_trainer
+from tests.conftest import method_trainer, sft_trainer, step
 from tests.train.test_preference import pairs
 
 
@@ -28,15 +28,6 @@ def passes(trainer, monkeypatch):
 
     monkeypatch.setattr(type(backbone), "forward", recorded)
     return seen
-
-
-def step(trainer, batch, compute):
-    """One forward and backward through `compute` (a trainer's loss): the loss and every gradient."""
-    model = trainer.model
-    model.zero_grad()
-    loss = compute(model, dict(batch))
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def loss_and_grads(trainer, batch, shared: bool):
